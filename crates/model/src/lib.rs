@@ -1,0 +1,20 @@
+//! graymesh's configuration model: Istio's traffic DSL (VirtualService, DestinationRule,
+//! ServiceEntry, Gateway) as typed data, parsed from YAML or JSON and validated once.
+//!
+//! This crate is pure: no I/O, no async, no gRPC or Envoy types. Callers hand it text and a file
+//! name; it hands back either a validated [`ConfigSet`] or every error it found, each naming the
+//! file, the object and the field.
+
+pub mod duration;
+pub mod error;
+pub mod host;
+pub mod istio;
+pub mod object;
+pub mod parse;
+pub mod validate;
+
+pub use duration::Duration;
+pub use error::ModelError;
+pub use object::{ConfigSet, Kind, Object, ObjectMeta, Origin, Resource, Spec};
+pub use parse::parse_str;
+pub use validate::build_config_set;

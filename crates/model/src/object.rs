@@ -1,0 +1,182 @@
+//! The envelope every object comes in (apiVersion, kind, metadata, spec) and the validated set.
+
+use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The apiVersions accepted for Istio networking objects, newest first.
+pub const ISTIO_API_VERSIONS: &[&str] = &[
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Gateway,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] =
+        [Kind::VirtualService, Kind::DestinationRule, Kind::ServiceEntry, Kind::Gateway];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Gateway => "Gateway",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an object was read from: a file and the index of the document inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub document: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    ServiceEntry(ServiceEntry),
+    Gateway(Gateway),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::VirtualService(_) => Kind::VirtualService,
+            Spec::DestinationRule(_) => Kind::DestinationRule,
+            Spec::ServiceEntry(_) => Kind::ServiceEntry,
+            Spec::Gateway(_) => Kind::Gateway,
+        }
+    }
+}
+
+/// One parsed (not yet cross-validated) object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub api_version: String,
+    pub meta: ObjectMeta,
+    pub spec: Spec,
+    pub origin: Origin,
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    /// `Kind namespace/name`, the way errors and logs name an object.
+    pub fn display_name(&self) -> String {
+        format!("{} {}/{}", self.kind(), self.meta.namespace, self.meta.name)
+    }
+
+    /// The object as the JSON users would write (apiVersion, kind, metadata, spec).
+    pub fn to_json(&self) -> serde_json::Value {
+        let spec = match &self.spec {
+            Spec::VirtualService(s) => serde_json::to_value(s),
+            Spec::DestinationRule(s) => serde_json::to_value(s),
+            Spec::ServiceEntry(s) => serde_json::to_value(s),
+            Spec::Gateway(s) => serde_json::to_value(s),
+        }
+        .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind().as_str(),
+            "metadata": self.meta,
+            "spec": spec,
+        })
+    }
+}
+
+/// A typed object of one kind, as held by a validated [`ConfigSet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource<T> {
+    pub meta: ObjectMeta,
+    pub origin: Origin,
+    pub spec: T,
+}
+
+/// A complete, validated configuration: the only thing translation ever reads.
+///
+/// Objects of each kind are sorted by (namespace, name) so that everything derived from a set is
+/// deterministic.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigSet {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub service_entries: Vec<Resource<ServiceEntry>>,
+    pub gateways: Vec<Resource<Gateway>>,
+}
+
+impl ConfigSet {
+    pub fn len(&self) -> usize {
+        self.virtual_services.len()
+            + self.destination_rules.len()
+            + self.service_entries.len()
+            + self.gateways.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of objects per kind, for metrics.
+    pub fn counts(&self) -> [(Kind, usize); 4] {
+        [
+            (Kind::VirtualService, self.virtual_services.len()),
+            (Kind::DestinationRule, self.destination_rules.len()),
+            (Kind::ServiceEntry, self.service_entries.len()),
+            (Kind::Gateway, self.gateways.len()),
+        ]
+    }
+
+    /// Resolve a host as written in an object of `namespace` the way Istio does: a host written
+    /// exactly as a ServiceEntry declares it stays as it is; any other short name (no dot) becomes
+    /// `<name>.<namespace>.svc.cluster.local`; a dotted name is taken as written.
+    pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
+        let declared = self
+            .service_entries
+            .iter()
+            .any(|se| se.spec.hosts.iter().any(|h| h == host));
+        crate::host::resolve(host, namespace, declared)
+    }
+}
