@@ -1,1 +1,14 @@
-//! placeholder
+//! Where configuration and services come from: a directory of YAML/JSON files (the embedded
+//! config store) and the embedded service registry (ServiceEntries plus instances registered over
+//! the admin API with a TTL).
+//!
+//! Sources only produce snapshots and change notifications. They know nothing of xDS or Envoy.
+
+pub mod dir_store;
+pub mod registry;
+
+pub use dir_store::{ConfigState, DirStore};
+pub use registry::{
+    EmbeddedRegistry, Instance, Locality, Registration, RegistrationPort, RegistrySnapshot,
+    Service, ServicePort,
+};

@@ -1,0 +1,213 @@
+//! Pilot's admin HTTP server (default 127.0.0.1:15014): health, readiness, Prometheus metrics,
+//! debug views of the config and the xDS clients, and the registration API sidecars use.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use graymesh_sources::{DirStore, EmbeddedRegistry, Registration};
+use graymesh_xds::metrics::XdsMetrics;
+use graymesh_xds::node::NodeKind;
+use graymesh_xds::{json as xds_json, ProxyClass, SnapshotCache, SyncStatus};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+mod config_metrics;
+
+#[derive(Clone)]
+pub struct AdminState {
+    store: Arc<DirStore>,
+    registry: EmbeddedRegistry,
+    cache: SnapshotCache,
+    status: SyncStatus,
+    metrics: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    pub fn new(
+        store: Arc<DirStore>,
+        registry: EmbeddedRegistry,
+        cache: SnapshotCache,
+        status: SyncStatus,
+        xds: &XdsMetrics,
+    ) -> Self {
+        let mut metrics = Registry::default();
+        xds.register(&mut metrics);
+        config_metrics::register(&mut metrics, store.subscribe(), cache.clone());
+        Self {
+            store,
+            registry,
+            cache,
+            status,
+            metrics: Arc::new(metrics),
+            ready: Arc::default(),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/configz", get(configz))
+        .route("/debug/config_dump", get(config_dump))
+        .route("/debug/registryz", get(registryz))
+        .route("/v1/registry/instances", post(register).get(list_instances))
+        .route(
+            "/v1/registry/instances/{id}",
+            axum::routing::delete(deregister),
+        )
+        .route("/v1/registry/instances/{id}/heartbeat", put(heartbeat))
+        .with_state(state);
+    axum::serve(listener, app).await
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &s.metrics) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(json!({ "version": s.cache.current().version, "clients": s.status.clients() }))
+}
+
+/// The config being served and why the latest edit did not apply, if it did not.
+async fn configz(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    let state = s.store.subscribe().borrow().clone();
+    let objects: serde_json::Map<String, serde_json::Value> = state
+        .config
+        .counts()
+        .iter()
+        .map(|(k, n)| (k.to_string(), json!(n)))
+        .collect();
+    let applied_at = state
+        .applied_at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    Json(json!({
+        "source": s.store.dir().display().to_string(),
+        "version": state.version,
+        "applied_at_unix": applied_at,
+        "objects": objects,
+        "errors": state.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        "error_details": state.errors,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct DumpQuery {
+    node: Option<String>,
+    /// Without a connected node: dump what a node of this kind would get.
+    kind: Option<String>,
+    namespace: Option<String>,
+}
+
+async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
+    let class = match (&q.node, q.kind.as_deref()) {
+        (Some(node), _) => match s.status.class_of(node) {
+            Some(c) => c,
+            None => return error(StatusCode::NOT_FOUND, format!("node {node:?} is not connected; see /debug/syncz, or ask with ?kind=proxyless|sidecar&namespace=NS")),
+        },
+        (None, Some(kind)) => {
+            let ns = q.namespace.as_deref().unwrap_or("default");
+            match kind {
+                "proxyless" | "grpc" => ProxyClass::proxyless(ns),
+                "sidecar" => ProxyClass::sidecar(ns),
+                other => return error(StatusCode::BAD_REQUEST, format!("kind {other:?}: expected proxyless or sidecar")),
+            }
+        }
+        (None, None) => return error(StatusCode::BAD_REQUEST, "give ?node=ID (a connected node) or ?kind=proxyless|sidecar".into()),
+    };
+    let generation = s.cache.current();
+    let mut dump = xds_json::translation(&generation.translation(&class));
+    if let Some(obj) = dump.as_object_mut() {
+        obj.insert("version".into(), json!(generation.version));
+        obj.insert("node".into(), json!(q.node));
+        obj.insert("class".into(), json!(class));
+        obj.insert(
+            "proxyless".into(),
+            json!(class.kind == NodeKind::ProxylessGrpc),
+        );
+    }
+    Json(dump).into_response()
+}
+
+async fn registryz(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    Json(json!(s.cache.current().registry.as_ref()))
+}
+
+async fn register(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let registration: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("registration body: {e}")),
+    };
+    match s.registry.register(registration) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn list_instances(State(s): State<AdminState>) -> Json<Vec<Registration>> {
+    Json(s.registry.list())
+}
+
+async fn heartbeat(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    if s.registry.heartbeat(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "instance {id:?} is not registered (expired or never registered): register again"
+            ),
+        )
+    }
+}
+
+async fn deregister(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    if s.registry.deregister(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("instance {id:?} is not registered"),
+        )
+    }
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
+}

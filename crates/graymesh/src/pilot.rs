@@ -1,0 +1,152 @@
+//! `graymesh pilot`: wires the config store and registry into the snapshot cache, and serves xDS
+//! and the admin API until told to stop.
+
+use crate::admin::{self, AdminState};
+use anyhow::Context as _;
+use clap::Args;
+use graymesh_model::ConfigSet;
+use graymesh_sources::{ConfigState, DirStore, EmbeddedRegistry, Registration, RegistrySnapshot};
+use graymesh_xds::metrics::XdsMetrics;
+use graymesh_xds::{AdsServer, SnapshotCache, SyncStatus};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Args)]
+pub struct PilotArgs {
+    /// Directory (or file) of Istio objects to serve; watched for edits.
+    #[arg(long, env = "GRAYMESH_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Address of the xDS (ADS over gRPC, plaintext) server.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_addr: SocketAddr,
+    /// Address of the admin HTTP server (metrics, debug, registration API).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub http_addr: SocketAddr,
+    /// Quiet time after a config or registry change before pushing (milliseconds).
+    #[arg(long, default_value_t = 100)]
+    pub debounce_ms: u64,
+}
+
+pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
+    let store = DirStore::open(&args.config_dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "config in {} is invalid; not starting:\n{}",
+            args.config_dir.display(),
+            lines.join("\n")
+        )
+    })?;
+    let store = Arc::new(store);
+    let registry = EmbeddedRegistry::new();
+    let config_rx = store.subscribe();
+    let initial = config_rx.borrow().config.clone();
+    let cache = SnapshotCache::new(
+        initial.clone(),
+        Arc::new(RegistrySnapshot::build(&initial, &[])),
+    );
+    let status = SyncStatus::default();
+    let xds_metrics = XdsMetrics::default();
+
+    let xds_listener = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", args.xds_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for admin HTTP on {}", args.http_addr))?;
+    tracing::info!(xds = %args.xds_addr, http = %args.http_addr, objects = initial.len(), "pilot serving");
+
+    let state = AdminState::new(
+        store.clone(),
+        registry.clone(),
+        cache.clone(),
+        status.clone(),
+        &xds_metrics,
+    );
+    tokio::spawn(
+        store
+            .clone()
+            .watch_logged(Duration::from_millis(args.debounce_ms)),
+    );
+    tokio::spawn(registry.clone().run_expiry(Duration::from_millis(500)));
+    tokio::spawn(rebuild_on_change(
+        config_rx,
+        registry.subscribe(),
+        cache.clone(),
+        Duration::from_millis(args.debounce_ms),
+    ));
+
+    let ads = AdsServer::new(cache, status, xds_metrics).into_service();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+    let xds = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads)
+        .serve_with_incoming_shutdown(incoming, shutdown_signal());
+    let http = admin::serve(http_listener, state.clone());
+    state.set_ready(true);
+    tokio::select! {
+        r = xds => r.context("xDS server failed")?,
+        r = http => r.context("admin server failed")?,
+    }
+    tracing::info!("pilot stopped");
+    Ok(())
+}
+
+/// Publish a new generation whenever the config or the registrations change, once the changes
+/// have been quiet for `debounce` (bursts of edits or registrations become one push).
+async fn rebuild_on_change(
+    mut config: watch::Receiver<ConfigState>,
+    mut registrations: watch::Receiver<Arc<Vec<Registration>>>,
+    cache: SnapshotCache,
+    debounce: Duration,
+) {
+    let mut last_config: Arc<ConfigSet> = config.borrow_and_update().config.clone();
+    loop {
+        tokio::select! {
+            r = config.changed() => if r.is_err() { return },
+            r = registrations.changed() => if r.is_err() { return },
+        }
+        loop {
+            tokio::select! {
+                r = config.changed() => if r.is_err() { return },
+                r = registrations.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(debounce) => break,
+            }
+        }
+        let current = config.borrow_and_update().config.clone();
+        let regs = registrations.borrow_and_update().clone();
+        let changed_config = !Arc::ptr_eq(&current, &last_config);
+        last_config = current.clone();
+        let snapshot = RegistrySnapshot::build(&current, &regs);
+        let current_gen = cache.current();
+        if !changed_config && *current_gen.registry == snapshot {
+            continue; // e.g. only the error list of a rejected edit changed
+        }
+        let version = cache.publish(current, Arc::new(snapshot));
+        tracing::info!(version, "published new generation");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,176 @@
+//! The ADS server: one gRPC service, two protocols (state-of-the-world and delta) over the same
+//! port. Each stream runs in its own task with a bounded outbound queue, so a slow client only
+//! ever delays itself.
+//!
+//! This module knows nothing of Istio: it sends the resource sets the cache gives it and keeps
+//! per-stream versions, nonces and ACK/NACK state.
+
+mod delta;
+mod sotw;
+#[cfg(test)]
+mod tests;
+
+use crate::cache::SnapshotCache;
+use crate::metrics::XdsMetrics;
+use crate::node::ProxyClass;
+use crate::status::{ClientSync, SyncStatus};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Responses a stream may have queued before it waits for its client to read.
+const OUTBOUND_QUEUE: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct AdsServer {
+    cache: SnapshotCache,
+    status: SyncStatus,
+    metrics: XdsMetrics,
+}
+
+impl AdsServer {
+    pub fn new(cache: SnapshotCache, status: SyncStatus, metrics: XdsMetrics) -> Self {
+        Self {
+            cache,
+            status,
+            metrics,
+        }
+    }
+
+    /// The tonic service, ready to add to a server. Accepts large requests (big subscriptions).
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    fn client(
+        &self,
+        node: &Node,
+        class: &ProxyClass,
+        protocol: &'static str,
+        peer: Option<String>,
+    ) -> ClientSync {
+        ClientSync {
+            stream_id: 0,
+            node_id: node.id.clone(),
+            user_agent: node.user_agent_name.clone(),
+            kind: class.kind,
+            namespace: class.namespace.clone(),
+            protocol,
+            peer,
+            connected_at_unix: 0,
+            types: BTreeMap::new(),
+            class: class.clone(),
+        }
+    }
+}
+
+/// Decrements the connected-clients gauge when a stream ends, however it ends.
+struct Connected(prometheus_client::metrics::gauge::Gauge);
+
+impl Connected {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn peer<T>(req: &Request<T>) -> Option<String> {
+    req.remote_addr().map(|a| a.to_string())
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = peer(&request);
+        let mut inbound = request.into_inner();
+        // The node comes on the first request only; later requests may leave it out.
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("stream closed before first request"))?;
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("first DiscoveryRequest has no node"))?;
+        let class = ProxyClass::from_node(&node);
+        let handle = self
+            .status
+            .connect(self.client(&node, &class, "sotw", peer));
+        tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (state of the world)");
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let stream = sotw::SotwStream::new(
+            self.cache.subscribe(),
+            class,
+            handle,
+            self.status.clone(),
+            self.metrics.clone(),
+            tx,
+        );
+        let connected = Connected::new(&self.metrics.connected_clients);
+        tokio::spawn(async move {
+            let _connected = connected;
+            stream.run(first, inbound).await;
+            tracing::info!(node = %node.id, "xDS stream closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = peer(&request);
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("stream closed before first request"))?;
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("first DeltaDiscoveryRequest has no node"))?;
+        let class = ProxyClass::from_node(&node);
+        let handle = self
+            .status
+            .connect(self.client(&node, &class, "delta", peer));
+        tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (delta)");
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let stream = delta::DeltaStream::new(
+            self.cache.subscribe(),
+            class,
+            handle,
+            self.status.clone(),
+            self.metrics.clone(),
+            tx,
+        );
+        let connected = Connected::new(&self.metrics.connected_clients);
+        tokio::spawn(async move {
+            let _connected = connected;
+            stream.run(first, inbound).await;
+            tracing::info!(node = %node.id, "xDS delta stream closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,105 @@
+//! What each connected xDS client has been sent, has ACKed and has NACKed: the data behind
+//! `/debug/syncz` and `graymesh proxy-status`.
+
+use crate::node::{NodeKind, ProxyClass};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeSync {
+    /// Names the client asked for; `["*"]` for a wildcard subscription.
+    pub subscribed: Vec<String>,
+    pub resources_sent: usize,
+    pub sent_version: String,
+    pub sent_nonce: String,
+    pub acked_version: String,
+    pub acked_nonce: String,
+    /// The error of the last NACK, until a later response is ACKed.
+    pub nack: Option<String>,
+    pub pushes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientSync {
+    pub stream_id: u64,
+    pub node_id: String,
+    pub user_agent: String,
+    pub kind: NodeKind,
+    pub namespace: String,
+    /// `sotw` or `delta`.
+    pub protocol: &'static str,
+    pub peer: Option<String>,
+    pub connected_at_unix: u64,
+    /// Keyed by type URL.
+    pub types: BTreeMap<String, TypeSync>,
+    /// What the node's resources depend on (for config dumps of this node).
+    pub class: ProxyClass,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    clients: Arc<Mutex<BTreeMap<u64, ClientSync>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Removes its client from the status when the stream ends.
+#[derive(Debug)]
+pub struct ClientHandle {
+    status: SyncStatus,
+    pub id: u64,
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.status.lock().remove(&self.id);
+    }
+}
+
+impl SyncStatus {
+    pub fn connect(&self, mut client: ClientSync) -> ClientHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        client.stream_id = id;
+        client.connected_at_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.lock().insert(id, client);
+        ClientHandle {
+            status: self.clone(),
+            id,
+        }
+    }
+
+    pub fn update(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeSync)) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            f(c.types.entry(type_url.to_string()).or_default());
+        }
+    }
+
+    pub fn clients(&self) -> Vec<ClientSync> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The class of a connected node, by node id.
+    pub fn class_of(&self, node_id: &str) -> Option<ProxyClass> {
+        self.lock()
+            .values()
+            .find(|c| c.node_id == node_id)
+            .map(|c| c.class.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientSync>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,184 @@
+//! Clusters: one per service port, plus one per DestinationRule subset, each with the traffic
+//! policy that applies (a subset's own policy replaces the rule's top-level one field by field,
+//! as in Istio).
+
+use super::{cluster_name, endpoints, pb, Context, Translation};
+use crate::node::NodeKind;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    circuit_breakers::Thresholds,
+    cluster::{
+        ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy, RingHashLbConfig,
+    },
+    CircuitBreakers, Cluster, OutlierDetection as PbOutlier,
+};
+use graymesh_model::istio::{
+    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, Resolution,
+    SimpleLb, TrafficPolicy,
+};
+use graymesh_model::Resource;
+use graymesh_sources::Service;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Istio's default connect timeout.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn for_service_port(
+    ctx: &Context<'_>,
+    service: &Service,
+    port: u32,
+    rule: Option<&Resource<DestinationRule>>,
+    out: &mut Translation,
+) {
+    let top = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let name = cluster_name(port, None, &service.host);
+    out.endpoints.push(endpoints::load_assignment(
+        &name,
+        service,
+        port,
+        &BTreeMap::new(),
+    ));
+    out.clusters.push(cluster(
+        ctx,
+        name,
+        top.cloned().unwrap_or_default(),
+        service,
+    ));
+    for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+        let name = cluster_name(port, Some(&subset.name), &service.host);
+        out.endpoints.push(endpoints::load_assignment(
+            &name,
+            service,
+            port,
+            &subset.labels,
+        ));
+        let policy = merge(top, subset.traffic_policy.as_ref());
+        out.clusters.push(cluster(ctx, name, policy, service));
+    }
+}
+
+/// The effective policy of a subset: its own settings where given, the rule's otherwise.
+pub fn merge(top: Option<&TrafficPolicy>, own: Option<&TrafficPolicy>) -> TrafficPolicy {
+    let top = top.cloned().unwrap_or_default();
+    let Some(own) = own else { return top };
+    TrafficPolicy {
+        load_balancer: own.load_balancer.clone().or(top.load_balancer),
+        connection_pool: own.connection_pool.clone().or(top.connection_pool),
+        outlier_detection: own.outlier_detection.clone().or(top.outlier_detection),
+    }
+}
+
+fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Service) -> Cluster {
+    let pool = policy.connection_pool.as_ref();
+    let connect_timeout = pool
+        .and_then(|p| p.tcp.as_ref())
+        .and_then(|t| t.connect_timeout)
+        .map(|d| d.as_std())
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(pb::duration(connect_timeout)),
+        circuit_breakers: pool.and_then(circuit_breakers),
+        outlier_detection: policy.outlier_detection.as_ref().map(outlier),
+        ..Default::default()
+    };
+    apply_lb(&mut cluster, policy.load_balancer.as_ref(), ctx.class.kind);
+    let dns = matches!(
+        service.resolution,
+        Resolution::Dns | Resolution::DnsRoundRobin
+    );
+    if dns && ctx.class.kind == NodeKind::Sidecar {
+        // Sidecars resolve DNS names themselves; proxyless clients only accept EDS.
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        let port = port_of(&name);
+        cluster.load_assignment = Some(endpoints::load_assignment(
+            &name,
+            service,
+            port,
+            &subset_labels(ctx, &name),
+        ));
+    } else {
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+        cluster.eds_cluster_config = Some(EdsClusterConfig {
+            eds_config: Some(pb::ads()),
+            service_name: name,
+        });
+    }
+    cluster
+}
+
+fn port_of(cluster_name: &str) -> u32 {
+    cluster_name
+        .split('|')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn subset_labels(ctx: &Context<'_>, cluster_name: &str) -> BTreeMap<String, String> {
+    let mut parts = cluster_name.split('|').skip(2);
+    let (Some(subset), Some(host)) = (parts.next(), parts.next()) else {
+        return BTreeMap::new();
+    };
+    ctx.destination_rule(host)
+        .and_then(|r| r.spec.subsets.iter().find(|s| s.name == subset))
+        .map(|s| s.labels.clone())
+        .unwrap_or_default()
+}
+
+fn apply_lb(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>, kind: NodeKind) {
+    let Some(lb) = lb else { return };
+    if let Some(hash) = &lb.consistent_hash {
+        cluster.lb_policy = LbPolicy::RingHash as i32;
+        cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+            minimum_ring_size: hash
+                .minimum_ring_size
+                .map(|v| envoy_types::pb::google::protobuf::UInt64Value { value: v }),
+            ..Default::default()
+        }));
+        return;
+    }
+    cluster.lb_policy = match lb.simple {
+        Some(SimpleLb::LeastRequest) => LbPolicy::LeastRequest as i32,
+        // gRPC clients support only round robin, least request and ring hash.
+        Some(SimpleLb::Random) if kind == NodeKind::Sidecar => LbPolicy::Random as i32,
+        _ => LbPolicy::RoundRobin as i32,
+    };
+}
+
+fn circuit_breakers(pool: &ConnectionPoolSettings) -> Option<CircuitBreakers> {
+    let tcp = pool.tcp.as_ref();
+    let http = pool.http.as_ref();
+    let t = Thresholds {
+        max_connections: tcp.and_then(|t| t.max_connections).map(pb::u32v),
+        max_pending_requests: http
+            .and_then(|h| h.http1_max_pending_requests)
+            .map(pb::u32v),
+        max_requests: http.and_then(|h| h.http2_max_requests).map(pb::u32v),
+        max_retries: http.and_then(|h| h.max_retries).map(pb::u32v),
+        ..Default::default()
+    };
+    let empty = t.max_connections.is_none()
+        && t.max_pending_requests.is_none()
+        && t.max_requests.is_none()
+        && t.max_retries.is_none();
+    (!empty).then(|| CircuitBreakers {
+        thresholds: vec![t],
+        ..Default::default()
+    })
+}
+
+fn outlier(o: &OutlierDetection) -> PbOutlier {
+    PbOutlier {
+        consecutive_5xx: o.consecutive_5xx_errors.map(pb::u32v),
+        consecutive_gateway_failure: o.consecutive_gateway_errors.map(pb::u32v),
+        // Istio enforces gateway-error ejection whenever it is configured.
+        enforcing_consecutive_gateway_failure: o.consecutive_gateway_errors.map(|_| pb::u32v(100)),
+        interval: o.interval.map(|d| pb::duration(d.as_std())),
+        base_ejection_time: o.base_ejection_time.map(|d| pb::duration(d.as_std())),
+        max_ejection_percent: o.max_ejection_percent.map(pb::u32v),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,155 @@
+//! Istio semantics become Envoy semantics here: a pure function of the validated config, the
+//! registry snapshot and the asking node's class.
+//!
+//! Names follow Istio's: clusters `outbound|<port>|<subset>|<host>`, route configurations and
+//! proxyless listeners `<host>:<port>`, sidecar listeners `<ip>_<port>`.
+
+mod clusters;
+mod endpoints;
+mod listeners;
+pub(crate) mod pb;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use crate::node::{NodeKind, ProxyClass};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use graymesh_model::istio::{DestinationRule, VirtualService};
+use graymesh_model::{ConfigSet, Resource};
+use graymesh_sources::{RegistrySnapshot, Service};
+
+/// The typed Envoy resources one proxy class gets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Translation {
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteConfiguration>,
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+/// `outbound|9080|v2|reviews.default.svc.cluster.local`
+pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// Translate everything `class` can see.
+pub fn translate(
+    config: &ConfigSet,
+    registry: &RegistrySnapshot,
+    class: &ProxyClass,
+) -> Translation {
+    let ctx = Context::new(config, registry, class);
+    let mut out = Translation::default();
+    for service in ctx.visible_services() {
+        let rule = ctx.destination_rule(&service.host);
+        for port in &service.ports {
+            clusters::for_service_port(&ctx, service, port.number, rule, &mut out);
+            out.routes
+                .push(routes::route_config(&ctx, service, port.number));
+        }
+    }
+    match class.kind {
+        NodeKind::ProxylessGrpc => listeners::proxyless(&ctx, &mut out),
+        NodeKind::Sidecar => listeners::sidecar(&ctx, &mut out),
+    }
+    out
+}
+
+/// What translation consults, with the lookups it repeats.
+pub(crate) struct Context<'a> {
+    pub config: &'a ConfigSet,
+    pub registry: &'a RegistrySnapshot,
+    pub class: &'a ProxyClass,
+}
+
+impl<'a> Context<'a> {
+    fn new(config: &'a ConfigSet, registry: &'a RegistrySnapshot, class: &'a ProxyClass) -> Self {
+        Self {
+            config,
+            registry,
+            class,
+        }
+    }
+
+    pub fn visible_services(&self) -> impl Iterator<Item = &'a Service> + '_ {
+        self.registry.services.values()
+    }
+
+    /// Look a service up by a host written in an object of `namespace`.
+    pub fn service(&self, host: &str, namespace: &str) -> Option<&'a Service> {
+        let fqdn = self.config.resolve_host(host, namespace);
+        self.registry.services.get(&fqdn)
+    }
+
+    /// The DestinationRule for a host: one in the node's namespace wins over others (Istio's
+    /// lookup order), then one in the service's own namespace, then any.
+    pub fn destination_rule(&self, fqdn: &str) -> Option<&'a Resource<DestinationRule>> {
+        let all: Vec<_> = self
+            .config
+            .destination_rules
+            .iter()
+            .filter(|dr| self.config.resolve_host(&dr.spec.host, &dr.meta.namespace) == fqdn)
+            .filter(|dr| {
+                exported_to(
+                    &dr.spec.export_to,
+                    &dr.meta.namespace,
+                    &self.class.namespace,
+                )
+            })
+            .collect();
+        all.iter()
+            .find(|dr| dr.meta.namespace == self.class.namespace)
+            .or_else(|| all.first())
+            .copied()
+    }
+
+    /// VirtualServices bound to the mesh (not only to gateways) that name `fqdn`, in order.
+    pub fn virtual_services(&self, fqdn: &str) -> Vec<&'a Resource<VirtualService>> {
+        self.config
+            .virtual_services
+            .iter()
+            .filter(|vs| {
+                vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh")
+            })
+            .filter(|vs| {
+                exported_to(
+                    &vs.spec.export_to,
+                    &vs.meta.namespace,
+                    &self.class.namespace,
+                )
+            })
+            .filter(|vs| {
+                vs.spec
+                    .hosts
+                    .iter()
+                    .any(|h| host_matches(&self.config.resolve_host(h, &vs.meta.namespace), fqdn))
+            })
+            .collect()
+    }
+
+    /// True when every label of `selector` is on the node.
+    pub fn node_has_labels(&self, selector: &std::collections::BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.class.labels.get(k) == Some(v))
+    }
+}
+
+/// `exportTo`: empty or `*` means everywhere, `.` the object's own namespace, else names.
+fn exported_to(export_to: &[String], own: &str, to: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == to || (e == "." && own == to))
+}
+
+/// A VirtualService host matches a service host exactly or by a leading `*.` wildcard.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
