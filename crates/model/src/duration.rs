@@ -34,7 +34,9 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid duration {text:?}: expected a number and a unit (h, m, s, ms, us, ns), e.g. \"1.5s\" or \"500ms\"");
+        let bad = || {
+            format!("invalid duration {text:?}: expected a number and a unit (h, m, s, ms, us, ns), e.g. \"1.5s\" or \"500ms\"")
+        };
         let s = text.trim();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -52,7 +54,11 @@ impl FromStr for Duration {
         if whole.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let mut nanos = whole.checked_mul(nanos_per).ok_or_else(bad)?;
         if !frac.is_empty() {
             let digits: u32 = frac.len().try_into().map_err(|_| bad())?;
@@ -71,11 +77,11 @@ impl fmt::Display for Duration {
         if nanos == 0 {
             return f.write_str("0s");
         }
-        if nanos % 1_000_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", nanos / 1_000_000_000)
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{}ms", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             write!(f, "{}us", nanos / 1_000)
         } else {
             write!(f, "{nanos}ns")
@@ -85,8 +91,23 @@ impl fmt::Display for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        d.deserialize_str(DurationVisitor)
+    }
+}
+
+/// A visitor rather than `String::deserialize`, so that a bare number (`timeout: 3`) is reported as
+/// "expected a duration such as ..." instead of "expected a string".
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration with a unit, such as \"1.5s\" or \"500ms\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        text.parse().map_err(E::custom)
     }
 }
 

@@ -18,7 +18,27 @@ pub struct ModelError {
 
 impl ModelError {
     pub fn in_file(file: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.into(), object: None, field: None, message: message.into() }
+        Self {
+            file: file.into(),
+            object: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error about one field of one object (`object` is `Kind namespace/name`).
+    pub fn in_object(
+        file: impl Into<String>,
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            object: Some(object.into()),
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 }
 

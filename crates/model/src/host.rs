@@ -26,13 +26,22 @@ mod tests {
 
     #[test]
     fn short_names_expand_in_their_namespace() {
-        assert_eq!(resolve("reviews", "default", false), "reviews.default.svc.cluster.local");
-        assert_eq!(resolve("reviews", "shop", false), "reviews.shop.svc.cluster.local");
+        assert_eq!(
+            resolve("reviews", "default", false),
+            "reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve("reviews", "shop", false),
+            "reviews.shop.svc.cluster.local"
+        );
     }
 
     #[test]
     fn dotted_and_declared_names_stay() {
-        assert_eq!(resolve("api.example.com", "default", false), "api.example.com");
+        assert_eq!(
+            resolve("api.example.com", "default", false),
+            "api.example.com"
+        );
         assert_eq!(resolve("legacy", "default", true), "legacy");
         assert_eq!(resolve("*", "default", false), "*");
     }

@@ -214,6 +214,35 @@ pub struct FaultAbort {
     pub percentage: Option<Percent>,
 }
 
+/// gRPC status names (as `FaultAbort.grpcStatus` takes them) and their codes, in code order.
+pub const GRPC_STATUS_CODES: [(&str, u32); 17] = [
+    ("OK", 0),
+    ("CANCELLED", 1),
+    ("UNKNOWN", 2),
+    ("INVALID_ARGUMENT", 3),
+    ("DEADLINE_EXCEEDED", 4),
+    ("NOT_FOUND", 5),
+    ("ALREADY_EXISTS", 6),
+    ("PERMISSION_DENIED", 7),
+    ("RESOURCE_EXHAUSTED", 8),
+    ("FAILED_PRECONDITION", 9),
+    ("ABORTED", 10),
+    ("OUT_OF_RANGE", 11),
+    ("UNIMPLEMENTED", 12),
+    ("INTERNAL", 13),
+    ("UNAVAILABLE", 14),
+    ("DATA_LOSS", 15),
+    ("UNAUTHENTICATED", 16),
+];
+
+/// The numeric code of a gRPC status name such as `UNAVAILABLE` (Istio takes names, not numbers).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS_CODES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, code)| *code)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {

@@ -23,8 +23,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] =
-        [Kind::VirtualService, Kind::DestinationRule, Kind::ServiceEntry, Kind::Gateway];
+    pub const ALL: [Kind; 4] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::Gateway,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -71,6 +75,9 @@ fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_string()
 }
 
+// A config holds tens to thousands of objects, built once per change: boxing the large variant would
+// save little memory and put a `Box` in every match on a spec.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
     VirtualService(VirtualService),
