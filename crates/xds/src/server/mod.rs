@@ -104,33 +104,17 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = peer(&request);
-        let mut inbound = request.into_inner();
-        // The node comes on the first request only; later requests may leave it out.
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before first request"))?;
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("first DiscoveryRequest has no node"))?;
-        let class = ProxyClass::from_node(&node);
-        let handle = self
-            .status
-            .connect(self.client(&node, &class, "sotw", peer));
-        tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (state of the world)");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let stream = sotw::SotwStream::new(
-            self.cache.subscribe(),
-            class,
-            handle,
-            self.status.clone(),
-            self.metrics.clone(),
-            tx,
-        );
-        let connected = Connected::new(&self.metrics.connected_clients);
+        let this = self.clone();
+        // Answer with headers at once: some clients send their first request only after that.
         tokio::spawn(async move {
-            let _connected = connected;
+            let mut inbound = request.into_inner();
+            let Some((first, node)) = first_with_node(&mut inbound, &tx, |r: &DiscoveryRequest| r.node.clone()).await else { return };
+            let class = ProxyClass::from_node(&node);
+            let handle = this.status.connect(this.client(&node, &class, "sotw", peer));
+            tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (state of the world)");
+            let _connected = Connected::new(&this.metrics.connected_clients);
+            let stream = sotw::SotwStream::new(this.cache.subscribe(), class, handle, this.status.clone(), this.metrics.clone(), tx);
             stream.run(first, inbound).await;
             tracing::info!(node = %node.id, "xDS stream closed");
         });
@@ -142,35 +126,43 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let peer = peer(&request);
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before first request"))?;
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("first DeltaDiscoveryRequest has no node"))?;
-        let class = ProxyClass::from_node(&node);
-        let handle = self
-            .status
-            .connect(self.client(&node, &class, "delta", peer));
-        tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (delta)");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let stream = delta::DeltaStream::new(
-            self.cache.subscribe(),
-            class,
-            handle,
-            self.status.clone(),
-            self.metrics.clone(),
-            tx,
-        );
-        let connected = Connected::new(&self.metrics.connected_clients);
+        let this = self.clone();
         tokio::spawn(async move {
-            let _connected = connected;
+            let mut inbound = request.into_inner();
+            let Some((first, node)) = first_with_node(&mut inbound, &tx, |r: &DeltaDiscoveryRequest| r.node.clone()).await else { return };
+            let class = ProxyClass::from_node(&node);
+            let handle = this.status.connect(this.client(&node, &class, "delta", peer));
+            tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (delta)");
+            let _connected = Connected::new(&this.metrics.connected_clients);
+            let stream = delta::DeltaStream::new(this.cache.subscribe(), class, handle, this.status.clone(), this.metrics.clone(), tx);
             stream.run(first, inbound).await;
             tracing::info!(node = %node.id, "xDS delta stream closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The first request of a stream, which must carry the node (later ones may leave it out).
+/// A stream that ends first, or whose first request has no node, is answered with an error.
+async fn first_with_node<Req, Resp>(
+    inbound: &mut Streaming<Req>,
+    tx: &mpsc::Sender<Result<Resp, Status>>,
+    node_of: impl Fn(&Req) -> Option<Node>,
+) -> Option<(Req, Node)> {
+    let first = match inbound.message().await {
+        Ok(Some(first)) => first,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, "xDS stream failed before its first request");
+            return None;
+        }
+    };
+    match node_of(&first) {
+        Some(node) => Some((first, node)),
+        None => {
+            let _ = tx.send(Err(Status::invalid_argument("the first discovery request of a stream must carry the node"))).await;
+            None
+        }
     }
 }
