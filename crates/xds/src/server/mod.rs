@@ -109,12 +109,25 @@ impl AggregatedDiscoveryService for AdsServer {
         // Answer with headers at once: some clients send their first request only after that.
         tokio::spawn(async move {
             let mut inbound = request.into_inner();
-            let Some((first, node)) = first_with_node(&mut inbound, &tx, |r: &DiscoveryRequest| r.node.clone()).await else { return };
+            let Some((first, node)) =
+                first_with_node(&mut inbound, &tx, |r: &DiscoveryRequest| r.node.clone()).await
+            else {
+                return;
+            };
             let class = ProxyClass::from_node(&node);
-            let handle = this.status.connect(this.client(&node, &class, "sotw", peer));
+            let handle = this
+                .status
+                .connect(this.client(&node, &class, "sotw", peer));
             tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (state of the world)");
             let _connected = Connected::new(&this.metrics.connected_clients);
-            let stream = sotw::SotwStream::new(this.cache.subscribe(), class, handle, this.status.clone(), this.metrics.clone(), tx);
+            let stream = sotw::SotwStream::new(
+                this.cache.subscribe(),
+                class,
+                handle,
+                this.status.clone(),
+                this.metrics.clone(),
+                tx,
+            );
             stream.run(first, inbound).await;
             tracing::info!(node = %node.id, "xDS stream closed");
         });
@@ -130,12 +143,28 @@ impl AggregatedDiscoveryService for AdsServer {
         let this = self.clone();
         tokio::spawn(async move {
             let mut inbound = request.into_inner();
-            let Some((first, node)) = first_with_node(&mut inbound, &tx, |r: &DeltaDiscoveryRequest| r.node.clone()).await else { return };
+            let Some((first, node)) =
+                first_with_node(&mut inbound, &tx, |r: &DeltaDiscoveryRequest| {
+                    r.node.clone()
+                })
+                .await
+            else {
+                return;
+            };
             let class = ProxyClass::from_node(&node);
-            let handle = this.status.connect(this.client(&node, &class, "delta", peer));
+            let handle = this
+                .status
+                .connect(this.client(&node, &class, "delta", peer));
             tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (delta)");
             let _connected = Connected::new(&this.metrics.connected_clients);
-            let stream = delta::DeltaStream::new(this.cache.subscribe(), class, handle, this.status.clone(), this.metrics.clone(), tx);
+            let stream = delta::DeltaStream::new(
+                this.cache.subscribe(),
+                class,
+                handle,
+                this.status.clone(),
+                this.metrics.clone(),
+                tx,
+            );
             stream.run(first, inbound).await;
             tracing::info!(node = %node.id, "xDS delta stream closed");
         });
@@ -161,7 +190,11 @@ async fn first_with_node<Req, Resp>(
     match node_of(&first) {
         Some(node) => Some((first, node)),
         None => {
-            let _ = tx.send(Err(Status::invalid_argument("the first discovery request of a stream must carry the node"))).await;
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first discovery request of a stream must carry the node",
+                )))
+                .await;
             None
         }
     }
