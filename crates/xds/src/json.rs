@@ -1,7 +1,8 @@
 //! Envoy resources as JSON, the way Envoy's own config dump prints them (snake_case fields,
 //! `@type` on every Any, enums by name), for `/debug/config_dump` and translation table tests.
 //!
-//! Only fields translation sets are rendered; a field at its default is left out.
+//! Only fields translation sets are rendered; a field at its default is left out. A wrapper
+//! (`UInt32Value`, `Percent`) where being set to 0 differs from being unset is shown when set.
 
 use crate::resources::NamedResource;
 use crate::translate::Translation;
@@ -170,11 +171,9 @@ fn http_connection_manager(h: &hcm::HttpConnectionManager) -> Value {
         .put("stat_prefix", h.stat_prefix.clone())
         .put(
             "codec_type",
-            if h.codec_type == 0 {
-                "AUTO"
-            } else {
-                "HTTP1_OR_HTTP2"
-            },
+            hcm::http_connection_manager::CodecType::try_from(h.codec_type)
+                .map(|c| c.as_str_name())
+                .unwrap_or("UNKNOWN"),
         )
         .msg("rds", rds)
         .put(
@@ -317,7 +316,12 @@ fn header_matcher(h: &rt::HeaderMatcher) -> Value {
         Some(S::PresentMatch(b)) => o.put("present_match", *b),
         _ => o,
     };
-    o.put("invert_match", h.invert_match).done()
+    o.put("invert_match", h.invert_match)
+        .put(
+            "treat_missing_header_as_empty",
+            h.treat_missing_header_as_empty,
+        )
+        .done()
 }
 
 fn string_matcher(s: &matcher::StringMatcher) -> Value {
@@ -334,15 +338,9 @@ fn string_matcher(s: &matcher::StringMatcher) -> Value {
 }
 
 fn header_value_option(h: &core::HeaderValueOption) -> Value {
-    let action = [
-        "APPEND_IF_EXISTS_OR_ADD",
-        "ADD_IF_ABSENT",
-        "OVERWRITE_IF_EXISTS_OR_ADD",
-        "OVERWRITE_IF_EXISTS",
-    ]
-    .get(h.append_action as usize)
-    .copied()
-    .unwrap_or("APPEND_IF_EXISTS_OR_ADD");
+    let action = core::header_value_option::HeaderAppendAction::try_from(h.append_action)
+        .map(|a| a.as_str_name())
+        .unwrap_or("UNKNOWN");
     let header = h
         .header
         .as_ref()
@@ -379,6 +377,7 @@ fn route_action(a: &rt::RouteAction) -> Value {
             a.retry_policy.as_ref().map(|r| {
                 Obj::default()
                     .put("retry_on", r.retry_on.clone())
+                    .put("retriable_status_codes", r.retriable_status_codes.clone())
                     .put("num_retries", r.num_retries.as_ref().map(|n| n.value))
                     .put("per_try_timeout", r.per_try_timeout.as_ref().map(duration))
                     .done()
@@ -428,16 +427,9 @@ fn hash_policy(h: &rt::route_action::HashPolicy) -> Value {
 
 fn redirect(r: &rt::RedirectAction) -> Value {
     use rt::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
-    let code = [
-        "MOVED_PERMANENTLY",
-        "FOUND",
-        "SEE_OTHER",
-        "TEMPORARY_REDIRECT",
-        "PERMANENT_REDIRECT",
-    ]
-    .get(r.response_code as usize)
-    .copied()
-    .unwrap_or("MOVED_PERMANENTLY");
+    let code = rt::redirect_action::RedirectResponseCode::try_from(r.response_code)
+        .map(|c| c.as_str_name())
+        .unwrap_or("UNKNOWN");
     let mut o = Obj::default()
         .put("host_redirect", r.host_redirect.clone())
         .put("port_redirect", r.port_redirect);
@@ -453,26 +445,15 @@ fn redirect(r: &rt::RedirectAction) -> Value {
 // === clusters and endpoints ===
 
 pub fn cluster(c: &cl::Cluster) -> Value {
-    use cl::cluster::{ClusterDiscoveryType, LbConfig};
+    use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig};
     let kind = match c.cluster_discovery_type {
-        Some(ClusterDiscoveryType::Type(t)) => {
-            ["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"]
-                .get(t as usize)
-                .copied()
-        }
+        Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).ok(),
         _ => None,
     };
-    let lb = [
-        "ROUND_ROBIN",
-        "LEAST_REQUEST",
-        "RING_HASH",
-        "RANDOM",
-        "MAGLEV",
-        "CLUSTER_PROVIDED",
-    ]
-    .get(c.lb_policy as usize)
-    .copied()
-    .unwrap_or("ROUND_ROBIN");
+    // By the enum, not by position in a list of names: LbPolicy has a reserved hole at 4.
+    let lb = cl::cluster::LbPolicy::try_from(c.lb_policy)
+        .map(|p| p.as_str_name())
+        .unwrap_or("UNKNOWN");
     let ring = match &c.lb_config {
         Some(LbConfig::RingHashLbConfig(r)) => Some(
             Obj::default()
@@ -486,7 +467,7 @@ pub fn cluster(c: &cl::Cluster) -> Value {
     };
     Obj::default()
         .put("name", c.name.clone())
-        .put("type", kind)
+        .put("type", kind.map(|k| k.as_str_name()))
         .msg(
             "eds_cluster_config",
             c.eds_cluster_config.as_ref().map(|e| {
@@ -499,6 +480,19 @@ pub fn cluster(c: &cl::Cluster) -> Value {
         .put("connect_timeout", c.connect_timeout.as_ref().map(duration))
         .msg("lb_policy", Some(json!(lb)))
         .msg("ring_hash_lb_config", ring)
+        .msg(
+            "common_lb_config",
+            c.common_lb_config.as_ref().map(|l| {
+                Obj::default()
+                    .msg(
+                        "healthy_panic_threshold",
+                        l.healthy_panic_threshold
+                            .as_ref()
+                            .map(|p| json!({ "value": p.value })),
+                    )
+                    .done()
+            }),
+        )
         .msg(
             "circuit_breakers",
             c.circuit_breakers.as_ref().map(|cb| {
@@ -516,29 +510,26 @@ pub fn cluster(c: &cl::Cluster) -> Value {
             "outlier_detection",
             c.outlier_detection.as_ref().map(|o| {
                 Obj::default()
-                    .put(
-                        "consecutive_5xx",
-                        o.consecutive_5xx.as_ref().map(|v| v.value),
+                    .msg("consecutive_5xx", wrapped(&o.consecutive_5xx))
+                    .msg(
+                        "enforcing_consecutive_5xx",
+                        wrapped(&o.enforcing_consecutive_5xx),
                     )
-                    .put(
+                    .msg(
                         "consecutive_gateway_failure",
-                        o.consecutive_gateway_failure.as_ref().map(|v| v.value),
+                        wrapped(&o.consecutive_gateway_failure),
                     )
-                    .put(
+                    .msg(
                         "enforcing_consecutive_gateway_failure",
-                        o.enforcing_consecutive_gateway_failure
-                            .as_ref()
-                            .map(|v| v.value),
+                        wrapped(&o.enforcing_consecutive_gateway_failure),
                     )
+                    .msg("enforcing_success_rate", wrapped(&o.enforcing_success_rate))
                     .put("interval", o.interval.as_ref().map(duration))
                     .put(
                         "base_ejection_time",
                         o.base_ejection_time.as_ref().map(duration),
                     )
-                    .put(
-                        "max_ejection_percent",
-                        o.max_ejection_percent.as_ref().map(|v| v.value),
-                    )
+                    .msg("max_ejection_percent", wrapped(&o.max_ejection_percent))
                     .done()
             }),
         )
@@ -547,6 +538,11 @@ pub fn cluster(c: &cl::Cluster) -> Value {
             c.load_assignment.as_ref().map(load_assignment),
         )
         .done()
+}
+
+/// A `UInt32Value` as its number when set, 0 included.
+fn wrapped(v: &Option<envoy_types::pb::google::protobuf::UInt32Value>) -> Option<Value> {
+    v.as_ref().map(|v| json!(v.value))
 }
 
 pub fn load_assignment(c: &ep::ClusterLoadAssignment) -> Value {
@@ -572,16 +568,9 @@ fn lb_endpoint(e: &ep::LbEndpoint) -> Value {
         }
         _ => None,
     };
-    let health = [
-        "UNKNOWN",
-        "HEALTHY",
-        "UNHEALTHY",
-        "DRAINING",
-        "TIMEOUT",
-        "DEGRADED",
-    ]
-    .get(e.health_status as usize)
-    .copied();
+    let health = core::HealthStatus::try_from(e.health_status)
+        .ok()
+        .map(|h| h.as_str_name());
     Obj::default()
         .msg("endpoint", endpoint)
         .put("health_status", health)

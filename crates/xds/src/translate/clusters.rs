@@ -7,10 +7,12 @@ use crate::node::NodeKind;
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds,
     cluster::{
-        ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy, RingHashLbConfig,
+        ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbConfig, LbPolicy,
+        RingHashLbConfig,
     },
     CircuitBreakers, Cluster, OutlierDetection as PbOutlier,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use graymesh_model::istio::{
     ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, Resolution,
     SimpleLb, TrafficPolicy,
@@ -80,6 +82,7 @@ fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Ser
         connect_timeout: Some(pb::duration(connect_timeout)),
         circuit_breakers: pool.and_then(circuit_breakers),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier),
+        common_lb_config: policy.outlier_detection.as_ref().map(panic_threshold),
         ..Default::default()
     };
     apply_lb(&mut cluster, policy.load_balancer.as_ref(), ctx.class.kind);
@@ -170,15 +173,31 @@ fn circuit_breakers(pool: &ConnectionPoolSettings) -> Option<CircuitBreakers> {
     })
 }
 
+/// As Istio: a consecutive-error check is enforced when its threshold is above 0 and off at 0
+/// (Envoy would otherwise eject on 0 errors, and never enforces gateway errors by default); the
+/// success-rate check Envoy enables by default is off.
 fn outlier(o: &OutlierDetection) -> PbOutlier {
+    let enforcing = |threshold: u32| pb::u32v(if threshold > 0 { 100 } else { 0 });
     PbOutlier {
         consecutive_5xx: o.consecutive_5xx_errors.map(pb::u32v),
+        enforcing_consecutive_5xx: o.consecutive_5xx_errors.map(enforcing),
         consecutive_gateway_failure: o.consecutive_gateway_errors.map(pb::u32v),
-        // Istio enforces gateway-error ejection whenever it is configured.
-        enforcing_consecutive_gateway_failure: o.consecutive_gateway_errors.map(|_| pb::u32v(100)),
+        enforcing_consecutive_gateway_failure: o.consecutive_gateway_errors.map(enforcing),
+        enforcing_success_rate: Some(pb::u32v(0)),
         interval: o.interval.map(|d| pb::duration(d.as_std())),
         base_ejection_time: o.base_ejection_time.map(|d| pb::duration(d.as_std())),
         max_ejection_percent: o.max_ejection_percent.map(pb::u32v),
+        ..Default::default()
+    }
+}
+
+/// `minHealthPercent`: below it Envoy stops honouring ejections (panic mode). Istio sets it
+/// whenever outlier detection is on, to 0 when not given, where Envoy's own default is 50.
+fn panic_threshold(o: &OutlierDetection) -> CommonLbConfig {
+    CommonLbConfig {
+        healthy_panic_threshold: Some(Percent {
+            value: f64::from(o.min_health_percent.unwrap_or(0)),
+        }),
         ..Default::default()
     }
 }

@@ -8,7 +8,7 @@ use super::{pb, Context, Translation};
 use envoy_types::pb::envoy::config::listener::v3::{
     filter, ApiListener, Filter, FilterChain, Listener,
 };
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -47,17 +47,24 @@ pub fn sidecar(ctx: &Context<'_>, out: &mut Translation) {
             tracing::debug!(host = %up.host, "declared upstream is not a known service; no listener");
             continue;
         };
+        if service.port(up.port).is_none() {
+            // Its route configuration does not exist: the listener would wait for it forever.
+            tracing::debug!(host = %service.host, port = up.port, "declared upstream port is not a port of the service; no listener");
+            continue;
+        }
         let route_name = format!("{}:{}", service.host, up.port);
         let hcm = hcm(&route_name, uses_fault(&out.routes, &route_name));
         out.listeners
             .push(tcp_listener(&up.bind_ip, up.bind_port, &hcm));
     }
+    let mut virtual_hosts: Vec<VirtualHost> = ctx
+        .visible_services()
+        .flat_map(|s| s.ports.iter().map(move |p| virtual_host(ctx, s, p.number)))
+        .collect();
+    keep_first_domains(&mut virtual_hosts);
     let catch_all = RouteConfiguration {
         name: OUTBOUND_ROUTE.to_string(),
-        virtual_hosts: ctx
-            .visible_services()
-            .flat_map(|s| s.ports.iter().map(move |p| virtual_host(ctx, s, p.number)))
-            .collect(),
+        virtual_hosts,
         ..Default::default()
     };
     let fault = catch_all
@@ -69,6 +76,16 @@ pub fn sidecar(ctx: &Context<'_>, out: &mut Translation) {
     let (ip, port) = OUTBOUND_CATCH_ALL_ADDR;
     out.listeners
         .push(tcp_listener(ip, port, &hcm(OUTBOUND_ROUTE, fault)));
+}
+
+/// Envoy rejects a route configuration in which two virtual hosts share a domain. A port-less
+/// name (`reviews`) is offered by every port of a service and a short name may be shared by two
+/// services: the first virtual host (services by host, ports ascending) keeps it.
+fn keep_first_domains(virtual_hosts: &mut [VirtualHost]) {
+    let mut seen = std::collections::HashSet::new();
+    for vhost in virtual_hosts {
+        vhost.domains.retain(|d| seen.insert(d.clone()));
+    }
 }
 
 /// `host:port` and, for in-mesh services, the shorter names clients in the node's namespace dial.

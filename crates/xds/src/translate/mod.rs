@@ -84,14 +84,15 @@ impl<'a> Context<'a> {
         self.registry.services.get(&fqdn)
     }
 
-    /// The DestinationRule for a host: one in the node's namespace wins over others (Istio's
-    /// lookup order), then one in the service's own namespace, then any.
+    /// The DestinationRule for a host: rules naming it exactly win over the longest wildcard host
+    /// covering it (`*.example.com`), as validation resolves subsets. Among those, one in the
+    /// node's namespace wins (Istio's lookup order), then one in the service's own namespace,
+    /// then any.
     pub fn destination_rule(&self, fqdn: &str) -> Option<&'a Resource<DestinationRule>> {
-        let all: Vec<_> = self
+        let visible: Vec<(String, &'a Resource<DestinationRule>)> = self
             .config
             .destination_rules
             .iter()
-            .filter(|dr| self.config.resolve_host(&dr.spec.host, &dr.meta.namespace) == fqdn)
             .filter(|dr| {
                 exported_to(
                     &dr.spec.export_to,
@@ -99,11 +100,43 @@ impl<'a> Context<'a> {
                     &self.class.namespace,
                 )
             })
+            .map(|dr| {
+                (
+                    self.config.resolve_host(&dr.spec.host, &dr.meta.namespace),
+                    dr,
+                )
+            })
             .collect();
-        all.iter()
-            .find(|dr| dr.meta.namespace == self.class.namespace)
-            .or_else(|| all.first())
-            .copied()
+        let exact: Vec<_> = visible.iter().filter(|(h, _)| h == fqdn).collect();
+        let candidates = if exact.is_empty() {
+            let covering = |h: &str| h.starts_with('*') && host_matches(h, fqdn);
+            let longest = visible
+                .iter()
+                .filter(|(h, _)| covering(h))
+                .map(|(h, _)| h.len())
+                .max();
+            visible
+                .iter()
+                .filter(|(h, _)| covering(h) && Some(h.len()) == longest)
+                .collect()
+        } else {
+            exact
+        };
+        let service_ns = self
+            .registry
+            .services
+            .get(fqdn)
+            .map(|s| s.namespace.as_str());
+        candidates
+            .iter()
+            .find(|(_, dr)| dr.meta.namespace == self.class.namespace)
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .find(|(_, dr)| Some(dr.meta.namespace.as_str()) == service_ns)
+            })
+            .or_else(|| candidates.first())
+            .map(|(_, dr)| *dr)
     }
 
     /// VirtualServices bound to the mesh (not only to gateways) that name `fqdn`, in order.

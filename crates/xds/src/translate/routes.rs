@@ -1,6 +1,7 @@
 //! RouteConfigurations: a VirtualService's `http` routes, in order, become Envoy routes of one
 //! virtual host per service port. Without a VirtualService a service gets one default route to
-//! its own cluster; with one, requests no route matches get 404, as in Istio.
+//! its own cluster; with one, requests no route matches get 404, as in Istio. A VirtualService
+//! none of whose routes applies to the node and port counts as absent (Istio discards it).
 
 use super::{cluster_name, pb, Context};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -20,10 +21,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::google::protobuf::BoolValue;
-use graymesh_model::istio::VirtualService;
 use graymesh_model::istio::{
-    Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRoute,
-    OptionalStringMatch, StringMatch,
+    grpc_status_code, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest,
+    HttpRetry, HttpRoute, HttpRouteDestination, OptionalStringMatch, StringMatch, VirtualService,
 };
 use graymesh_model::Resource;
 use graymesh_sources::Service;
@@ -44,14 +44,14 @@ pub fn route_config(ctx: &Context<'_>, service: &Service, port: u32) -> RouteCon
 
 /// The virtual host of `service:port`, with every name a client may use for it as domains.
 pub fn virtual_host(ctx: &Context<'_>, service: &Service, port: u32) -> VirtualHost {
-    let vss = ctx.virtual_services(&service.host);
-    let routes = if vss.is_empty() {
-        vec![default_route(&service.host, port)]
-    } else {
-        vss.iter()
-            .flat_map(|vs| vs_routes(ctx, vs, service, port))
-            .collect()
-    };
+    let mut routes: Vec<Route> = ctx
+        .virtual_services(&service.host)
+        .iter()
+        .flat_map(|vs| vs_routes(ctx, vs, service, port))
+        .collect();
+    if routes.is_empty() {
+        routes.push(default_route(ctx, &service.host, port));
+    }
     VirtualHost {
         name: format!("{}:{port}", service.host),
         domains: domains(ctx, service, port),
@@ -69,6 +69,7 @@ fn domains(ctx: &Context<'_>, service: &Service, port: u32) -> Vec<String> {
     );
     if let Some(short) = service.host.strip_suffix(&suffix) {
         names.push(format!("{short}.{}", service.namespace));
+        names.push(format!("{short}.{}.svc", service.namespace));
         if service.namespace == ctx.class.namespace {
             names.push(short.to_string());
         }
@@ -79,7 +80,7 @@ fn domains(ctx: &Context<'_>, service: &Service, port: u32) -> Vec<String> {
         .collect()
 }
 
-fn default_route(host: &str, port: u32) -> Route {
+fn default_route(ctx: &Context<'_>, host: &str, port: u32) -> Route {
     Route {
         name: "default".into(),
         r#match: Some(RouteMatch {
@@ -89,6 +90,8 @@ fn default_route(host: &str, port: u32) -> Route {
         action: Some(Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster_name(port, None, host))),
             timeout: Some(pb::duration(std::time::Duration::ZERO)),
+            // A consistent-hash DestinationRule needs the hash key on the route even here.
+            hash_policy: hash_policy(ctx, host, None),
             ..Default::default()
         })),
         ..Default::default()
@@ -158,11 +161,40 @@ fn route(
         r.typed_per_filter_config
             .insert(FAULT_FILTER.to_string(), pb::any(&fault_config(fault)));
     }
+    let live = live_destinations(http);
+    if let [only] = live.as_slice() {
+        // With one destination there is no cluster entry to carry its header operations: they
+        // apply to the route, after the route's own (Istio's order).
+        if let Some(h) = &only.headers {
+            add_header_ops(
+                h.request.as_ref(),
+                &mut r.request_headers_to_add,
+                &mut r.request_headers_to_remove,
+            );
+            add_header_ops(
+                h.response.as_ref(),
+                &mut r.response_headers_to_add,
+                &mut r.response_headers_to_remove,
+            );
+        }
+    }
     r.action = Some(match &http.redirect {
         Some(redirect) => Action::Redirect(redirect_action(redirect)),
-        None => Action::Route(route_action(ctx, vs, http, service, port)),
+        None => Action::Route(route_action(ctx, vs, http, &live, service, port)),
     });
     r
+}
+
+/// The destinations that get traffic. With several, a zero weight means none (Istio drops those)
+/// and validation counts a missing weight as 0; a lone destination gets everything.
+fn live_destinations(http: &HttpRoute) -> Vec<&HttpRouteDestination> {
+    if http.route.len() == 1 {
+        return http.route.iter().collect();
+    }
+    http.route
+        .iter()
+        .filter(|d| d.weight.unwrap_or(0) > 0)
+        .collect()
 }
 
 fn route_match(m: Option<&HttpMatchRequest>) -> RouteMatch {
@@ -219,7 +251,8 @@ fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
     }
 }
 
-/// `withoutHeaders: {x: {}}` means "x is absent"; with a value, "x does not match it".
+/// `withoutHeaders: {x: {}}` means "x is absent"; with a value, "x does not match it", which an
+/// absent header satisfies too (Envoy only sees that when told to treat it as empty, as Istio does).
 fn without_header(name: &str, m: &OptionalStringMatch) -> HeaderMatcher {
     let value = m
         .exact
@@ -228,7 +261,10 @@ fn without_header(name: &str, m: &OptionalStringMatch) -> HeaderMatcher {
         .or_else(|| m.prefix.clone().map(StringMatch::Prefix))
         .or_else(|| m.regex.clone().map(StringMatch::Regex));
     match value {
-        Some(v) => header(name, &v, true),
+        Some(v) => HeaderMatcher {
+            treat_missing_header_as_empty: true,
+            ..header(name, &v, true)
+        },
         None => HeaderMatcher {
             name: name.to_string(),
             invert_match: true,
@@ -242,11 +278,11 @@ fn route_action(
     ctx: &Context<'_>,
     vs: &Resource<VirtualService>,
     http: &HttpRoute,
+    live: &[&HttpRouteDestination],
     service: &Service,
     port: u32,
 ) -> RouteAction {
     let ns = &vs.meta.namespace;
-    let live: Vec<_> = http.route.iter().filter(|d| d.weight != Some(0)).collect();
     let cluster_specifier = if live.len() == 1 {
         ClusterSpecifier::Cluster(destination_cluster(
             ctx,
@@ -287,22 +323,13 @@ fn route_action(
     let mut action = RouteAction {
         cluster_specifier: Some(cluster_specifier),
         timeout: Some(pb::duration(timeout)),
-        retry_policy: http
-            .retries
-            .as_ref()
-            .filter(|r| r.attempts > 0)
-            .map(|r| RetryPolicy {
-                retry_on: r
-                    .retry_on
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string()),
-                num_retries: Some(pb::u32v(r.attempts)),
-                per_try_timeout: r.per_try_timeout.map(|d| pb::duration(d.as_std())),
-                ..Default::default()
-            }),
+        retry_policy: http.retries.as_ref().and_then(retry_policy),
         hash_policy: live
             .first()
-            .map(|d| hash_policy(ctx, &d.destination, ns))
+            .map(|d| {
+                let host = ctx.config.resolve_host(&d.destination.host, ns);
+                hash_policy(ctx, &host, d.destination.subset.as_deref())
+            })
             .unwrap_or_default(),
         ..Default::default()
     };
@@ -340,9 +367,48 @@ fn route_action(
     action
 }
 
-/// Istio's default retry conditions.
+/// Istio's default retry conditions, and the status codes its `retriable-status-codes` means.
 const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+const DEFAULT_RETRIABLE_STATUS_CODES: [u32; 1] = [503];
+
+/// `attempts: 0` turns retries off.
+fn retry_policy(r: &HttpRetry) -> Option<RetryPolicy> {
+    if r.attempts == 0 {
+        return None;
+    }
+    let (retry_on, retriable_status_codes) = match &r.retry_on {
+        Some(text) => split_retry_on(text),
+        None => (
+            DEFAULT_RETRY_ON.to_string(),
+            DEFAULT_RETRIABLE_STATUS_CODES.to_vec(),
+        ),
+    };
+    Some(RetryPolicy {
+        retry_on,
+        retriable_status_codes,
+        num_retries: Some(pb::u32v(r.attempts)),
+        per_try_timeout: r.per_try_timeout.map(|d| pb::duration(d.as_std())),
+        ..Default::default()
+    })
+}
+
+/// Istio's `retryOn` may list HTTP status codes among the conditions (`5xx,429`); Envoy takes the
+/// codes apart, and only under the `retriable-status-codes` condition.
+fn split_retry_on(text: &str) -> (String, Vec<u32>) {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut codes = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u32>() {
+            Ok(code) if (100..=599).contains(&code) => codes.push(code),
+            _ => conditions.push(part),
+        }
+    }
+    if !codes.is_empty() && !conditions.contains(&"retriable-status-codes") {
+        conditions.push("retriable-status-codes");
+    }
+    (conditions.join(","), codes)
+}
 
 /// The cluster a destination names. Without a port: the routed port when the destination is the
 /// routed service, else the destination's only port (Istio's rule).
@@ -370,18 +436,15 @@ fn destination_cluster(
 }
 
 /// Consistent-hash keys live on the route in Envoy, on the DestinationRule in Istio.
-fn hash_policy(ctx: &Context<'_>, d: &Destination, ns: &str) -> Vec<HashPolicy> {
+fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Vec<HashPolicy> {
     use route_action::hash_policy::{
         ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
     };
-    let host = ctx.config.resolve_host(&d.host, ns);
-    let Some(rule) = ctx.destination_rule(&host) else {
+    let Some(rule) = ctx.destination_rule(host) else {
         return Vec::new();
     };
-    let own = d
-        .subset
-        .as_ref()
-        .and_then(|s| rule.spec.subsets.iter().find(|x| &x.name == s))
+    let own = subset
+        .and_then(|s| rule.spec.subsets.iter().find(|x| x.name == s))
         .and_then(|s| s.traffic_policy.as_ref());
     let policy = super::clusters::merge(rule.spec.traffic_policy.as_ref(), own);
     let Some(h) = policy.load_balancer.and_then(|lb| lb.consistent_hash) else {
@@ -469,7 +532,7 @@ fn fault_config(f: &HttpFaultInjection) -> fault::HttpFault {
             error_type: match (a.http_status, &a.grpc_status) {
                 (Some(code), _) => Some(fault::fault_abort::ErrorType::HttpStatus(code)),
                 (None, Some(name)) => {
-                    grpc_code(name).map(fault::fault_abort::ErrorType::GrpcStatus)
+                    grpc_status_code(name).map(fault::fault_abort::ErrorType::GrpcStatus)
                 }
                 (None, None) => None,
             },
@@ -477,31 +540,4 @@ fn fault_config(f: &HttpFaultInjection) -> fault::HttpFault {
         }),
         ..Default::default()
     }
-}
-
-/// gRPC status names to codes.
-pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name))
-        .map(|i| i as u32)
 }
