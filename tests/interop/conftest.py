@@ -328,7 +328,11 @@ class Pilot:
         return self.get_json("/debug/configz")
 
     def syncz(self):
-        return self.get_json("/debug/syncz")
+        """The connected xDS clients (/debug/syncz is {"version": N, "clients": [...]})."""
+        body = self.get_json("/debug/syncz")
+        assert isinstance(body, dict) and isinstance(body.get("clients"), list), \
+            f"/debug/syncz: expected {{version, clients: [...]}}, got {body}"
+        return body["clients"]
 
     def log_tail(self, chars=4000):
         try:
