@@ -1,6 +1,8 @@
 //! The `graymesh` binary as a user runs it: `validate`, `pilot` with its admin API and
 //! registration API, and `proxy-status`. Waits are bounded polls on the observable outcome.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
