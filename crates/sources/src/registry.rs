@@ -65,6 +65,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub resolution: Resolution,
     pub external: bool,
+    /// Namespaces that see this service (ServiceEntry `exportTo`); empty means all.
+    pub export_to: Vec<String>,
     pub instances: Vec<Instance>,
 }
 
@@ -152,6 +154,7 @@ impl RegistrySnapshot {
                 ports: Vec::new(),
                 resolution: spec.resolution.unwrap_or(Resolution::Static),
                 external: spec.location == Some(Location::MeshExternal),
+                export_to: spec.export_to.clone(),
                 instances: Vec::new(),
             });
             merge_ports(&mut service.ports, &ports);
@@ -187,6 +190,7 @@ impl RegistrySnapshot {
                 ports: Vec::new(),
                 resolution: Resolution::Static,
                 external: false,
+                export_to: Vec::new(),
                 instances: Vec::new(),
             });
         merge_ports(&mut service.ports, &ports);

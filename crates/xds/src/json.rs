@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::listener::v3 as ls;
 use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
@@ -101,6 +102,10 @@ pub fn any(a: &Any) -> Value {
             .ok()
     } else if a.type_url == fault::HttpFault::type_url() {
         fault::HttpFault::decode(bytes).map(|m| http_fault(&m)).ok()
+    } else if a.type_url == upstream_http::HttpProtocolOptions::type_url() {
+        upstream_http::HttpProtocolOptions::decode(bytes)
+            .map(|m| upstream_http_options(&m))
+            .ok()
     } else {
         None
     };
@@ -444,6 +449,45 @@ fn redirect(r: &rt::RedirectAction) -> Value {
 
 // === clusters and endpoints ===
 
+fn upstream_http_options(o: &upstream_http::HttpProtocolOptions) -> Value {
+    use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
+    let common = o.common_http_protocol_options.as_ref().map(|c| {
+        Obj::default()
+            .put("idle_timeout", c.idle_timeout.as_ref().map(duration))
+            .put(
+                "max_requests_per_connection",
+                c.max_requests_per_connection.as_ref().map(|v| v.value),
+            )
+            .done()
+    });
+    let downstream = match &o.upstream_protocol_options {
+        Some(U::UseDownstreamProtocolConfig(d)) => {
+            let h2 = d.http2_protocol_options.as_ref().map(|h| {
+                Obj::default()
+                    .put(
+                        "max_concurrent_streams",
+                        h.max_concurrent_streams.as_ref().map(|v| v.value),
+                    )
+                    .done()
+            });
+            Some(
+                Obj::default()
+                    .msg(
+                        "http_protocol_options",
+                        d.http_protocol_options.as_ref().map(|_| json!({})),
+                    )
+                    .msg("http2_protocol_options", h2)
+                    .done(),
+            )
+        }
+        _ => None,
+    };
+    Obj::default()
+        .msg("common_http_protocol_options", common)
+        .msg("use_downstream_protocol_config", downstream)
+        .done()
+}
+
 pub fn cluster(c: &cl::Cluster) -> Value {
     use cl::cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig};
     let kind = match c.cluster_discovery_type {
@@ -536,6 +580,15 @@ pub fn cluster(c: &cl::Cluster) -> Value {
         .msg(
             "load_assignment",
             c.load_assignment.as_ref().map(load_assignment),
+        )
+        .put(
+            "typed_extension_protocol_options",
+            Value::Object(
+                c.typed_extension_protocol_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), any(v)))
+                    .collect(),
+            ),
         )
         .done()
 }

@@ -12,15 +12,23 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     },
     CircuitBreakers, Cluster, OutlierDetection as PbOutlier,
 };
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::{UpstreamProtocolOptions, UseDownstreamHttpConfig},
+    HttpProtocolOptions as UpstreamHttpOptions,
+};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use graymesh_model::istio::{
-    ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, Resolution,
-    SimpleLb, TrafficPolicy,
+    ConnectionPoolSettings, DestinationRule, HttpSettings, LoadBalancerSettings, OutlierDetection,
+    Resolution, SimpleLb, TrafficPolicy,
 };
 use graymesh_model::Resource;
 use graymesh_sources::Service;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Where Envoy reads a cluster's upstream HTTP settings.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// Istio's default connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +93,14 @@ fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Ser
         common_lb_config: policy.outlier_detection.as_ref().map(panic_threshold),
         ..Default::default()
     };
+    if let Some(options) = pool
+        .and_then(|p| p.http.as_ref())
+        .and_then(http_protocol_options)
+    {
+        cluster
+            .typed_extension_protocol_options
+            .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pb::any(&options));
+    }
     apply_lb(&mut cluster, policy.load_balancer.as_ref(), ctx.class.kind);
     let dns = matches!(
         service.resolution,
@@ -200,4 +216,36 @@ fn panic_threshold(o: &OutlierDetection) -> CommonLbConfig {
         }),
         ..Default::default()
     }
+}
+
+/// `connectionPool.http`'s per-connection settings: idle timeout and requests per connection for
+/// every protocol, concurrent streams for HTTP/2. Upstream protocol follows the downstream one,
+/// as in Istio's sidecars.
+fn http_protocol_options(http: &HttpSettings) -> Option<UpstreamHttpOptions> {
+    if http.idle_timeout.is_none()
+        && http.max_requests_per_connection.is_none()
+        && http.max_concurrent_streams.is_none()
+    {
+        return None;
+    }
+    let common = core::HttpProtocolOptions {
+        idle_timeout: http.idle_timeout.map(|d| pb::duration(d.as_std())),
+        max_requests_per_connection: http.max_requests_per_connection.map(pb::u32v),
+        ..Default::default()
+    };
+    let downstream = UseDownstreamHttpConfig {
+        http_protocol_options: Some(core::Http1ProtocolOptions::default()),
+        http2_protocol_options: Some(core::Http2ProtocolOptions {
+            max_concurrent_streams: http.max_concurrent_streams.map(pb::u32v),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Some(UpstreamHttpOptions {
+        common_http_protocol_options: Some(common),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            downstream,
+        )),
+        ..Default::default()
+    })
 }

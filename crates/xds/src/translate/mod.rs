@@ -74,8 +74,13 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Services the node may see: ServiceEntry `exportTo` decides, as for the other kinds.
     pub fn visible_services(&self) -> impl Iterator<Item = &'a Service> + '_ {
-        self.registry.services.values()
+        let ns = &self.class.namespace;
+        self.registry
+            .services
+            .values()
+            .filter(move |s| exported_to(&s.export_to, &s.namespace, ns))
     }
 
     /// Look a service up by a host written in an object of `namespace`.

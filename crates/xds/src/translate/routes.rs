@@ -92,6 +92,7 @@ fn default_route(ctx: &Context<'_>, host: &str, port: u32) -> Route {
             timeout: Some(pb::duration(std::time::Duration::ZERO)),
             // A consistent-hash DestinationRule needs the hash key on the route even here.
             hash_policy: hash_policy(ctx, host, None),
+            retry_policy: retry_policy(&DEFAULT_RETRIES),
             ..Default::default()
         })),
         ..Default::default()
@@ -323,7 +324,10 @@ fn route_action(
     let mut action = RouteAction {
         cluster_specifier: Some(cluster_specifier),
         timeout: Some(pb::duration(timeout)),
-        retry_policy: http.retries.as_ref().and_then(retry_policy),
+        retry_policy: match &http.retries {
+            Some(r) => retry_policy(r),
+            None => retry_policy(&DEFAULT_RETRIES),
+        },
         hash_policy: live
             .first()
             .map(|d| {
@@ -371,6 +375,13 @@ fn route_action(
 const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const DEFAULT_RETRIABLE_STATUS_CODES: [u32; 1] = [503];
+
+/// Istio retries every route twice on its default conditions unless told otherwise.
+const DEFAULT_RETRIES: HttpRetry = HttpRetry {
+    attempts: 2,
+    per_try_timeout: None,
+    retry_on: None,
+};
 
 /// `attempts: 0` turns retries off.
 fn retry_policy(r: &HttpRetry) -> Option<RetryPolicy> {

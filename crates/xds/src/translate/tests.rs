@@ -144,3 +144,26 @@ fn exact_destination_rule_beats_wildcard() {
     assert_eq!(name("shop.com"), Some("any"));
     assert_eq!(name("example.org"), None);
 }
+
+#[test]
+fn service_entry_export_to_hides_services_from_other_namespaces() {
+    let set = config(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: {name: private, namespace: team-a}\n\
+         spec:\n  hosts: [private.internal]\n  exportTo: [\".\"]\n  ports: [{number: 80, name: http}]\n  \
+         resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n",
+    );
+    let registry = RegistrySnapshot::build(&set, &[]);
+    let names = |ns: &str| -> Vec<String> {
+        translate(&set, &registry, &ProxyClass::proxyless(ns))
+            .clusters
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    assert_eq!(names("team-a"), ["outbound|80||private.internal"]);
+    assert!(
+        names("default").is_empty(),
+        "exportTo: . hides it from other namespaces"
+    );
+}
