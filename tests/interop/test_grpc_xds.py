@@ -10,6 +10,8 @@ GRPC_XDS_BOOTSTRAP once per process.
 """
 
 import json
+import os
+import subprocess
 import time
 
 from conftest import (
@@ -223,6 +225,16 @@ def test_syncz_lists_client_with_acks(pilot, clients):
 
     status, body = pilot.get("/metrics")
     assert status == 200 and body.strip(), f"GET /metrics -> {status}: {body[:500]}"
+    assert "graymesh_xds_connected_clients 1" in body, body[:2000]
+
+    # The operator's view: `graymesh proxy-status` shows the client SYNCED on all four types.
+    out = subprocess.run(
+        [os.environ["GRAYMESH_BIN"], "proxy-status", "--server", f"http://127.0.0.1:{pilot.http_port}"],
+        capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    row = next((line for line in out.stdout.splitlines() if line.startswith(NODE_ID)), None)
+    assert row is not None, out.stdout
+    assert row.split()[1:7] == ["proxyless_grpc", "sotw", "SYNCED", "SYNCED", "SYNCED", "SYNCED"], out.stdout
 
     lc.kill()
 
