@@ -30,6 +30,9 @@ pub struct ProxyClass {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub upstreams: Vec<Upstream>,
+    /// Where a sidecar wants its catch-all outbound listener (`OUTBOUND_ADDR`, `ip:port`);
+    /// `None` means the default 127.0.0.1:15001.
+    pub outbound_addr: Option<(String, u32)>,
 }
 
 impl ProxyClass {
@@ -39,6 +42,7 @@ impl ProxyClass {
             namespace: namespace.into(),
             labels: BTreeMap::new(),
             upstreams: Vec::new(),
+            outbound_addr: None,
         }
     }
 
@@ -77,6 +81,16 @@ impl ProxyClass {
             .filter_map(|s| parse_upstream(s))
             .collect();
         upstreams.sort();
+        let outbound_addr = meta
+            .and_then(|m| string_field(m, "OUTBOUND_ADDR"))
+            .and_then(|a| {
+                a.rsplit_once(':').and_then(|(ip, port)| {
+                    Some((
+                        ip.trim_matches(|c| c == '[' || c == ']').to_string(),
+                        port.parse().ok()?,
+                    ))
+                })
+            });
         let kind = if proxyless {
             NodeKind::ProxylessGrpc
         } else {
@@ -87,6 +101,7 @@ impl ProxyClass {
             namespace,
             labels,
             upstreams,
+            outbound_addr,
         }
     }
 }

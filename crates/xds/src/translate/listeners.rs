@@ -73,7 +73,10 @@ pub fn sidecar(ctx: &Context<'_>, out: &mut Translation) {
         .flat_map(|v| &v.routes)
         .any(|r| r.typed_per_filter_config.contains_key(FAULT_FILTER));
     out.routes.push(catch_all);
-    let (ip, port) = OUTBOUND_CATCH_ALL_ADDR;
+    let (ip, port) = match &ctx.class.outbound_addr {
+        Some((ip, port)) => (ip.as_str(), *port),
+        None => OUTBOUND_CATCH_ALL_ADDR,
+    };
     out.listeners
         .push(tcp_listener(ip, port, &hcm(OUTBOUND_ROUTE, fault)));
 }
