@@ -152,6 +152,26 @@ pub struct ConfigSet {
     pub destination_rules: Vec<Resource<DestinationRule>>,
     pub service_entries: Vec<Resource<ServiceEntry>>,
     pub gateways: Vec<Resource<Gateway>>,
+    /// Hosts declared by ServiceEntries, built on first use (host resolution is on every hot
+    /// path of translation).
+    declared_hosts: DeclaredHosts,
+}
+
+/// A cache derived from `service_entries`: never compared, and not carried by clones (a clone
+/// may be edited, so it builds its own).
+#[derive(Debug, Default)]
+struct DeclaredHosts(std::sync::OnceLock<std::collections::HashSet<String>>);
+
+impl Clone for DeclaredHosts {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for DeclaredHosts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl ConfigSet {
@@ -180,10 +200,15 @@ impl ConfigSet {
     /// exactly as a ServiceEntry declares it stays as it is; any other short name (no dot) becomes
     /// `<name>.<namespace>.svc.cluster.local`; a dotted name is taken as written.
     pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
-        let declared = self
-            .service_entries
-            .iter()
-            .any(|se| se.spec.hosts.iter().any(|h| h == host));
-        crate::host::resolve(host, namespace, declared)
+        if host.contains('.') || host == "*" {
+            return host.to_string(); // taken as written whether declared or not
+        }
+        let declared = self.declared_hosts.0.get_or_init(|| {
+            self.service_entries
+                .iter()
+                .flat_map(|se| se.spec.hosts.iter().cloned())
+                .collect()
+        });
+        crate::host::resolve(host, namespace, declared.contains(host))
     }
 }

@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use graymesh_model::istio::{DestinationRule, VirtualService};
 use graymesh_model::{ConfigSet, Resource};
 use graymesh_sources::{RegistrySnapshot, Service};
+use std::collections::HashMap;
 
 /// The typed Envoy resources one proxy class gets.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,19 +59,57 @@ pub fn translate(
     out
 }
 
-/// What translation consults, with the lookups it repeats.
+/// What translation consults, with the lookups it repeats indexed once per translation (a
+/// lookup per service must not scan every rule: that made translation cubic in services).
 pub(crate) struct Context<'a> {
     pub config: &'a ConfigSet,
     pub registry: &'a RegistrySnapshot,
     pub class: &'a ProxyClass,
+    /// DestinationRules visible to the node, with their resolved hosts.
+    rules: Vec<(String, &'a Resource<DestinationRule>)>,
+    rules_by_host: HashMap<String, Vec<usize>>,
+    /// Mesh-bound, visible VirtualServices by resolved exact host; wildcard hosts apart.
+    routes_by_host: HashMap<String, Vec<usize>>,
+    wildcard_routes: Vec<(String, usize)>,
 }
 
 impl<'a> Context<'a> {
     fn new(config: &'a ConfigSet, registry: &'a RegistrySnapshot, class: &'a ProxyClass) -> Self {
+        let ns = &class.namespace;
+        let rules: Vec<_> = config
+            .destination_rules
+            .iter()
+            .filter(|dr| exported_to(&dr.spec.export_to, &dr.meta.namespace, ns))
+            .map(|dr| (config.resolve_host(&dr.spec.host, &dr.meta.namespace), dr))
+            .collect();
+        let mut rules_by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (host, _)) in rules.iter().enumerate() {
+            rules_by_host.entry(host.clone()).or_default().push(i);
+        }
+        let mut routes_by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcard_routes = Vec::new();
+        for (i, vs) in config.virtual_services.iter().enumerate() {
+            let mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+            if !mesh || !exported_to(&vs.spec.export_to, &vs.meta.namespace, ns) {
+                continue;
+            }
+            for h in &vs.spec.hosts {
+                let host = config.resolve_host(h, &vs.meta.namespace);
+                if host.starts_with('*') {
+                    wildcard_routes.push((host, i));
+                } else {
+                    routes_by_host.entry(host).or_default().push(i);
+                }
+            }
+        }
         Self {
             config,
             registry,
             class,
+            rules,
+            rules_by_host,
+            routes_by_host,
+            wildcard_routes,
         }
     }
 
@@ -94,25 +133,12 @@ impl<'a> Context<'a> {
     /// node's namespace wins (Istio's lookup order), then one in the service's own namespace,
     /// then any.
     pub fn destination_rule(&self, fqdn: &str) -> Option<&'a Resource<DestinationRule>> {
-        let visible: Vec<(String, &'a Resource<DestinationRule>)> = self
-            .config
-            .destination_rules
-            .iter()
-            .filter(|dr| {
-                exported_to(
-                    &dr.spec.export_to,
-                    &dr.meta.namespace,
-                    &self.class.namespace,
-                )
-            })
-            .map(|dr| {
-                (
-                    self.config.resolve_host(&dr.spec.host, &dr.meta.namespace),
-                    dr,
-                )
-            })
-            .collect();
-        let exact: Vec<_> = visible.iter().filter(|(h, _)| h == fqdn).collect();
+        let visible = &self.rules;
+        let exact: Vec<_> = self
+            .rules_by_host
+            .get(fqdn)
+            .map(|ix| ix.iter().map(|i| &visible[*i]).collect())
+            .unwrap_or_default();
         let candidates = if exact.is_empty() {
             let covering = |h: &str| h.starts_with('*') && host_matches(h, fqdn);
             let longest = visible
@@ -146,25 +172,18 @@ impl<'a> Context<'a> {
 
     /// VirtualServices bound to the mesh (not only to gateways) that name `fqdn`, in order.
     pub fn virtual_services(&self, fqdn: &str) -> Vec<&'a Resource<VirtualService>> {
-        self.config
-            .virtual_services
-            .iter()
-            .filter(|vs| {
-                vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh")
-            })
-            .filter(|vs| {
-                exported_to(
-                    &vs.spec.export_to,
-                    &vs.meta.namespace,
-                    &self.class.namespace,
-                )
-            })
-            .filter(|vs| {
-                vs.spec
-                    .hosts
-                    .iter()
-                    .any(|h| host_matches(&self.config.resolve_host(h, &vs.meta.namespace), fqdn))
-            })
+        let mut found: Vec<usize> = self.routes_by_host.get(fqdn).cloned().unwrap_or_default();
+        found.extend(
+            self.wildcard_routes
+                .iter()
+                .filter(|(h, _)| host_matches(h, fqdn))
+                .map(|(_, i)| *i),
+        );
+        found.sort_unstable();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|i| &self.config.virtual_services[i])
             .collect()
     }
 
