@@ -88,7 +88,7 @@ fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Ser
     let mut cluster = Cluster {
         name: name.clone(),
         connect_timeout: Some(pb::duration(connect_timeout)),
-        circuit_breakers: pool.and_then(circuit_breakers),
+        circuit_breakers: Some(circuit_breakers(pool)),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier),
         common_lb_config: policy.outlier_detection.as_ref().map(panic_threshold),
         ..Default::default()
@@ -167,26 +167,22 @@ fn apply_lb(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>, kind: Node
     };
 }
 
-fn circuit_breakers(pool: &ConnectionPoolSettings) -> Option<CircuitBreakers> {
-    let tcp = pool.tcp.as_ref();
-    let http = pool.http.as_ref();
-    let t = Thresholds {
-        max_connections: tcp.and_then(|t| t.max_connections).map(pb::u32v),
-        max_pending_requests: http
-            .and_then(|h| h.http1_max_pending_requests)
-            .map(pb::u32v),
-        max_requests: http.and_then(|h| h.http2_max_requests).map(pb::u32v),
-        max_retries: http.and_then(|h| h.max_retries).map(pb::u32v),
+/// As Istio: every limit not set by `connectionPool` is effectively unlimited (Envoy's own
+/// defaults, e.g. 3 concurrent retries, would throttle ordinary traffic).
+fn circuit_breakers(pool: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    let limit = |v: Option<u32>| Some(pb::u32v(v.unwrap_or(u32::MAX)));
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: limit(tcp.and_then(|t| t.max_connections)),
+            max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+            max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+            max_retries: limit(http.and_then(|h| h.max_retries)),
+            ..Default::default()
+        }],
         ..Default::default()
-    };
-    let empty = t.max_connections.is_none()
-        && t.max_pending_requests.is_none()
-        && t.max_requests.is_none()
-        && t.max_retries.is_none();
-    (!empty).then(|| CircuitBreakers {
-        thresholds: vec![t],
-        ..Default::default()
-    })
+    }
 }
 
 /// As Istio: a consecutive-error check is enforced when its threshold is above 0 and off at 0
