@@ -3,6 +3,7 @@
 mod admin;
 mod cli_http;
 mod pilot;
+mod proxy;
 mod proxy_status;
 mod validate;
 
@@ -26,6 +27,8 @@ enum Command {
     Pilot(pilot::PilotArgs),
     /// Check config files (Istio YAML/JSON) and report every error with file, object and field.
     Validate(validate::ValidateArgs),
+    /// Run a sidecar proxy: explicit local ports for upstreams, an inbound port fronting the app.
+    Proxy(Box<proxy::ProxyArgs>),
     /// Show the xDS clients connected to a pilot and what each has ACKed or NACKed.
     ProxyStatus(proxy_status::ProxyStatusArgs),
 }
@@ -36,6 +39,10 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Pilot(args) => run_async(pilot::run(args)),
         Command::ProxyStatus(args) => run_async(proxy_status::run(args)),
+        Command::Proxy(args) => {
+            init_logging();
+            proxy::run(*args)
+        }
     }
 }
 

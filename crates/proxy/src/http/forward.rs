@@ -1,0 +1,493 @@
+//! Forwarding a matched request: pick the weighted cluster, then an endpoint, send, and retry
+//! what the route says is retriable, within per-try and overall timeouts and the cluster's
+//! circuit-breaker limits. Mirrors get a copy, fire and forget.
+
+use super::body::{self, local_reply, Body};
+use super::ProxyCore;
+use crate::metrics::RequestLabels;
+use crate::table::{ClusterSpec, Forward, HashKey, RetrySpec, RouteTable, WeightedCluster};
+use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
+use crate::upstream::{balance, ClusterState, EndpointState};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Requests up to this size are buffered when the route retries, so they can be sent again.
+const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    core: &ProxyCore,
+    table: &RouteTable,
+    f: &Forward,
+    mut parts: Parts,
+    body: Incoming,
+    peer: SocketAddr,
+    grpc: bool,
+    labels: &mut RequestLabels,
+) -> Response<Body> {
+    let wc = pick_cluster(f);
+    labels.set_cluster(&wc.name);
+    wc.request_ops.apply(&mut parts.headers);
+    let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
+    else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cluster {:?} not received yet", wc.name),
+            grpc,
+            "NC",
+        );
+    };
+    let hash = hash_key(&f.hash, &parts, peer);
+    let mut payload =
+        match Payload::new(body, &parts, f.retry.is_some() || !f.mirrors.is_empty()).await {
+            Ok(p) => p,
+            Err(e) => {
+                return local_reply(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read request body: {e}"),
+                    grpc,
+                    "DPE",
+                )
+            }
+        };
+    mirror(core, table, f, &parts, &payload);
+    let attempts = attempts(
+        core,
+        spec,
+        &state,
+        f.retry.as_ref(),
+        &parts,
+        &mut payload,
+        hash,
+        grpc,
+    );
+    let mut response = match f.timeout {
+        Some(t) => tokio::time::timeout(t, attempts).await.unwrap_or_else(|_| {
+            local_reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream request timeout",
+                grpc,
+                "UT",
+            )
+        }),
+        None => attempts.await,
+    };
+    wc.response_ops.apply(response.headers_mut());
+    response
+}
+
+fn pick_cluster(f: &Forward) -> &WeightedCluster {
+    if f.clusters.len() == 1 {
+        return &f.clusters[0];
+    }
+    let mut slot = rand::rng().random_range(0..f.total_weight.max(1));
+    for c in &f.clusters {
+        if slot < c.weight {
+            return c;
+        }
+        slot -= c.weight;
+    }
+    &f.clusters[0]
+}
+
+fn hash_key(keys: &[HashKey], parts: &Parts, peer: SocketAddr) -> Option<u64> {
+    keys.iter().find_map(|k| match k {
+        HashKey::Header(name) => parts
+            .headers
+            .get(name.as_str())
+            .map(|v| balance::hash_of(v.as_bytes())),
+        HashKey::Cookie(name) => {
+            cookie(&parts.headers, name).map(|v| balance::hash_of(v.as_bytes()))
+        }
+        HashKey::SourceIp => Some(balance::hash_of(peer.ip().to_string().as_bytes())),
+        HashKey::Query(name) => parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| balance::hash_of(v.as_bytes()))
+            })
+        }),
+    })
+}
+
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// The request body: buffered when it must be replayable (retries, mirrors) and small enough,
+/// else streamed once.
+enum Payload {
+    Buffered(Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl Payload {
+    async fn new(body: Incoming, parts: &Parts, want_replay: bool) -> Result<Self, String> {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let small = body.is_end_stream() || declared.is_some_and(|n| n <= MAX_REPLAY_BODY);
+        if !(want_replay && small) {
+            return Ok(Payload::Stream(Some(body)));
+        }
+        let collected = http_body_util::Limited::new(body, MAX_REPLAY_BODY)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Payload::Buffered(collected.to_bytes()))
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Payload::Buffered(_))
+    }
+
+    fn take(&mut self) -> Body {
+        match self {
+            Payload::Buffered(b) => body::full(b.clone()),
+            Payload::Stream(s) => s.take().map(body::incoming).unwrap_or_else(body::empty),
+        }
+    }
+}
+
+/// Why an attempt did not produce a usable response.
+enum Failure {
+    Connect(String),
+    Reset(String),
+    Timeout,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    core: &ProxyCore,
+    spec: &ClusterSpec,
+    state: &ClusterState,
+    retry: Option<&RetrySpec>,
+    parts: &Parts,
+    payload: &mut Payload,
+    hash: Option<u64>,
+    grpc: bool,
+) -> Response<Body> {
+    let Some(_admitted) = Admission::new(spec, state, parts.version) else {
+        let mut reply = local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream overflow: circuit breaker open",
+            grpc,
+            "UO",
+        );
+        reply.headers_mut().insert(
+            "x-graymesh-overflow",
+            HeaderValue::from_str(&spec.name).unwrap_or(HeaderValue::from_static("cluster")),
+        );
+        return reply;
+    };
+    let mut tried = 0u32;
+    let mut previous: Vec<SocketAddr> = Vec::new();
+    loop {
+        let Some(addr) = balance::pick(spec, state, hash, now_ms(), &previous) else {
+            return local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream",
+                grpc,
+                "UH",
+            );
+        };
+        let endpoint = state.endpoint(&addr).cloned().unwrap_or_default();
+        let result = attempt(
+            core,
+            &endpoint,
+            parts,
+            payload.take(),
+            addr,
+            retry.and_then(|r| r.per_try_timeout),
+        )
+        .await;
+        let (outcome, retriable) = classify(&result, retry);
+        record_outlier(spec, state, &endpoint, outcome);
+        let budget_ok = retry.is_some_and(|r| tried < r.num_retries)
+            && payload.replayable()
+            && retry_budget(spec, state);
+        if retriable && budget_ok {
+            tried += 1;
+            previous.push(addr);
+            core.metrics.retries.inc();
+            state
+                .counters
+                .retries_in_flight
+                .fetch_add(1, Ordering::Relaxed);
+            backoff(tried).await;
+            state
+                .counters
+                .retries_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        return match result {
+            Ok(response) => response.map(body::incoming),
+            Err(Failure::Connect(e)) => local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("upstream connect error: {e}"),
+                grpc,
+                "UF",
+            ),
+            Err(Failure::Reset(e)) => local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("upstream reset: {e}"),
+                grpc,
+                "UR",
+            ),
+            Err(Failure::Timeout) => local_reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream per-try timeout",
+                grpc,
+                "UT",
+            ),
+        };
+    }
+}
+
+async fn attempt(
+    core: &ProxyCore,
+    endpoint: &Arc<EndpointState>,
+    parts: &Parts,
+    body: Body,
+    addr: SocketAddr,
+    per_try: Option<Duration>,
+) -> Result<Response<Incoming>, Failure> {
+    let h2 = parts.version == Version::HTTP_2;
+    let request = upstream_request(parts, body, addr, h2);
+    endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+    let call = if h2 {
+        core.h2.request(request)
+    } else {
+        core.h1.request(request)
+    };
+    let result = match per_try {
+        Some(t) => tokio::time::timeout(t, call)
+            .await
+            .map_err(|_| Failure::Timeout),
+        None => Ok(call.await),
+    };
+    endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match result? {
+        Ok(response) => Ok(response),
+        Err(e) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
+        Err(e) => Err(Failure::Reset(error_chain(&e))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Headers that describe one hop, not the request.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Request<Body> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("http://{addr}{path}"));
+    builder = builder.version(if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    });
+    let mut request = builder
+        .body(body)
+        .unwrap_or_else(|_| Request::new(body::empty()));
+    let headers = request.headers_mut();
+    for (name, value) in &parts.headers {
+        let hop_by_hop =
+            HOP_BY_HOP.contains(&name.as_str()) || (name == header::TE && value != "trailers");
+        if !hop_by_hop {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if h2 {
+        headers.remove(header::HOST);
+    } else if !headers.contains_key(header::HOST) {
+        if let Some(a) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, a);
+        }
+    }
+    request
+}
+
+/// The outlier outcome of an attempt, and whether the route's retry policy retries it.
+fn classify(
+    result: &Result<Response<Incoming>, Failure>,
+    retry: Option<&RetrySpec>,
+) -> (Outcome, bool) {
+    let r = retry.cloned().unwrap_or_default();
+    match result {
+        Err(Failure::Connect(_)) => (
+            Outcome::LocalFailure,
+            r.on_connect_failure || r.on_5xx || r.on_gateway_error,
+        ),
+        Err(Failure::Reset(_)) => (
+            Outcome::LocalFailure,
+            r.on_reset || r.on_5xx || r.on_gateway_error,
+        ),
+        Err(Failure::Timeout) => (Outcome::LocalFailure, r.on_5xx || r.on_gateway_error),
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let gateway = matches!(code, 502..=504);
+            let grpc_status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            let retriable = (code >= 500 && r.on_5xx)
+                || (gateway && r.on_gateway_error)
+                || (r.on_retriable_codes && r.retriable_codes.contains(&code))
+                || grpc_status.is_some_and(|g| r.grpc_codes.contains(&g));
+            let outcome = if code >= 500 {
+                Outcome::ServerError { gateway }
+            } else {
+                Outcome::Success
+            };
+            (outcome, retriable)
+        }
+    }
+}
+
+fn record_outlier(
+    spec: &ClusterSpec,
+    state: &ClusterState,
+    endpoint: &EndpointState,
+    outcome: Outcome,
+) {
+    let Some(outlier) = &spec.outlier else { return };
+    let now = now_ms();
+    endpoint.health.record(outcome, outlier, || {
+        let ejected = state
+            .endpoints
+            .values()
+            .filter(|e| e.health.is_ejected(now))
+            .count();
+        room_to_eject(ejected, state.endpoints.len(), outlier.max_ejection_percent)
+    });
+}
+
+fn retry_budget(spec: &ClusterSpec, state: &ClusterState) -> bool {
+    state.counters.retries_in_flight.load(Ordering::Relaxed) < spec.thresholds.max_retries as usize
+}
+
+/// 25 ms × 2^(n-1), capped at 250 ms, with full jitter (Envoy's default retry back-off).
+async fn backoff(n: u32) {
+    let cap = 25u64.saturating_mul(1 << (n - 1).min(4)).min(250);
+    let ms = rand::rng().random_range(0..=cap);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// A request counted against the cluster's circuit breaker while it lives. HTTP/1 requests are
+/// limited by connections plus pending requests, HTTP/2 requests by concurrent requests.
+struct Admission {
+    counters: Arc<crate::upstream::ClusterCounters>,
+}
+
+impl Admission {
+    fn new(spec: &ClusterSpec, state: &ClusterState, version: Version) -> Option<Self> {
+        let t = &spec.thresholds;
+        let limit = if version == Version::HTTP_2 {
+            t.max_requests as usize
+        } else {
+            t.max_connections as usize + t.max_pending_requests as usize
+        };
+        let previous = state
+            .counters
+            .requests_in_flight
+            .fetch_add(1, Ordering::AcqRel);
+        let admitted = Self {
+            counters: state.counters.clone(),
+        };
+        (previous < limit).then_some(admitted)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.counters
+            .requests_in_flight
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Send a copy to each mirror cluster (its share of requests), never waiting for it.
+fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payload: &Payload) {
+    let Payload::Buffered(bytes) = payload else {
+        return;
+    };
+    for m in &f.mirrors {
+        if rand::rng().random_range(0..1_000_000) >= m.ppm {
+            continue;
+        }
+        let (Some(spec), Some(state)) = (
+            table.cluster(&m.cluster),
+            core.upstreams.cluster(&m.cluster),
+        ) else {
+            continue;
+        };
+        let Some(addr) = balance::pick(spec, &state, None, now_ms(), &[]) else {
+            continue;
+        };
+        let h2 = parts.version == Version::HTTP_2;
+        let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
+        if let Some(host) = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            // Envoy marks shadow traffic by suffixing the host.
+            if let Ok(v) = HeaderValue::from_str(&format!("{host}-shadow")) {
+                request.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let client = if h2 { core.h2.clone() } else { core.h1.clone() };
+        core.metrics.mirrored.inc();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await;
+        });
+    }
+}

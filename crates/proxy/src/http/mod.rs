@@ -1,0 +1,246 @@
+//! The HTTP data path: a request comes in on a listener, is matched against the listener's route
+//! configuration in the current table, and is answered locally (redirect, fault, error) or
+//! forwarded to an endpoint of the chosen cluster, with retries and timeouts.
+
+pub mod body;
+mod forward;
+mod select;
+
+pub use select::route as select_route;
+
+use crate::metrics::{ProxyMetrics, RequestLabels};
+use crate::table::{Action, Route, RouteTable};
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use body::{local_reply, Body};
+use http::{Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Which way traffic flows through a listener (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// What a listener's connections need to route.
+#[derive(Debug, Clone)]
+pub struct ListenerCtx {
+    pub route_config: String,
+    pub direction: Direction,
+    /// This proxy's (service, version), for inbound listeners: the destination of their traffic.
+    pub identity: Option<(String, String)>,
+}
+
+/// Everything shared by all requests: the current table, upstream state, pools, metrics.
+#[derive(Debug)]
+pub struct ProxyCore {
+    pub table: ArcSwap<RouteTable>,
+    pub upstreams: Upstreams,
+    pub metrics: ProxyMetrics,
+    h1: Client<HttpConnector, Body>,
+    h2: Client<HttpConnector, Body>,
+}
+
+impl ProxyCore {
+    pub fn new(metrics: ProxyMetrics) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            upstreams: Upstreams::default(),
+            metrics,
+            h1,
+            h2,
+        })
+    }
+
+    /// Install a new routing table; requests already running finish on the old one.
+    pub fn install(&self, table: RouteTable) {
+        self.upstreams.sync(&table);
+        self.table.store(Arc::new(table));
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        ctx: Arc<ListenerCtx>,
+        req: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let grpc = body::is_grpc(req.headers());
+        let table = self.table.load_full();
+        let mut labels = RequestLabels::new(ctx.direction);
+        let response = self.route(&table, &ctx, req, peer, grpc, &mut labels).await;
+        self.metrics.observe(labels, start, response, grpc)
+    }
+
+    async fn route(
+        &self,
+        table: &RouteTable,
+        ctx: &ListenerCtx,
+        req: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+        grpc: bool,
+        labels: &mut RequestLabels,
+    ) -> Response<Body> {
+        let Some(rc) = table.route_config(&ctx.route_config) else {
+            return local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "route configuration {:?} not received yet",
+                    ctx.route_config
+                ),
+                grpc,
+                "NR",
+            );
+        };
+        let (mut parts, body) = req.into_parts();
+        let Some(route) = select::route(rc, &parts) else {
+            return local_reply(StatusCode::NOT_FOUND, "no route matched", grpc, "NR");
+        };
+        if let Some(reply) = fault(route, grpc).await {
+            return reply;
+        }
+        route.request_ops.apply(&mut parts.headers);
+        ensure_traceparent(&mut parts.headers);
+        match &route.action {
+            Action::Redirect(r) => redirect(r, &parts),
+            Action::Forward(f) => {
+                rewrite(route, f, &mut parts);
+                let mut response =
+                    forward::forward(self, table, f, parts, body, peer, grpc, labels).await;
+                if let Some((service, version)) = &ctx.identity {
+                    labels.set_destination(service, version);
+                }
+                route.response_ops.apply(response.headers_mut());
+                response
+            }
+        }
+    }
+}
+
+/// Fault injection: an added delay and/or an abort, each for its share of requests.
+async fn fault(route: &Route, grpc: bool) -> Option<Response<Body>> {
+    let f = route.fault.as_ref()?;
+    let roll = |ppm: u32| rand::rng().random_range(0..1_000_000) < ppm;
+    if let Some((delay, ppm)) = f.delay {
+        if roll(ppm) {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let (http_status, grpc_status, ppm) = f.abort?;
+    if !roll(ppm) {
+        return None;
+    }
+    if let (true, Some(code)) = (grpc, grpc_status) {
+        let mut reply = local_reply(StatusCode::OK, "fault injected", true, "FI");
+        reply
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from(code));
+        return Some(reply);
+    }
+    let status = http_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(local_reply(status, "fault injected", grpc, "FI"))
+}
+
+fn redirect(r: &crate::table::Redirect, parts: &http::request::Parts) -> Response<Body> {
+    let authority = select::authority(parts);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host = r.host.as_deref().unwrap_or(host);
+    let port = r.port.map(|p| p.to_string()).or(port.map(str::to_string));
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(parts.uri.scheme_str().unwrap_or("http"));
+    let path = r.path.as_deref().unwrap_or(parts.uri.path());
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = match port {
+        Some(p) => format!("{scheme}://{host}:{p}{path}{query}"),
+        None => format!("{scheme}://{host}{path}{query}"),
+    };
+    Response::builder()
+        .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY))
+        .header(http::header::LOCATION, location)
+        .body(body::empty())
+        .unwrap_or_else(|_| Response::new(body::empty()))
+}
+
+/// `prefix_rewrite` replaces the matched prefix (the whole path for exact and regex matches);
+/// a host rewrite replaces the authority the upstream sees.
+fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut http::request::Parts) {
+    if let Some(new_prefix) = &f.prefix_rewrite {
+        let path = parts.uri.path();
+        let rest = match &route.path {
+            crate::table::PathMatch::Prefix(p) if path.len() >= p.len() => &path[p.len()..],
+            _ => "",
+        };
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let joined = format!("{new_prefix}{rest}{query}");
+        let mut uri = http::uri::Builder::new();
+        if let Some(s) = parts.uri.scheme() {
+            uri = uri.scheme(s.clone());
+        }
+        if let Some(a) = parts.uri.authority() {
+            uri = uri.authority(a.clone());
+        }
+        if let Ok(new_uri) = uri.path_and_query(joined).build() {
+            parts.uri = new_uri;
+        }
+    }
+    if let Some(host) = &f.host_rewrite {
+        parts.headers.insert(http::header::HOST, host.clone());
+    }
+}
+
+/// W3C trace context: start a trace when the caller did not.
+fn ensure_traceparent(headers: &mut http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        return;
+    }
+    let mut rng = rand::rng();
+    let value = format!(
+        "00-{:032x}-{:016x}-01",
+        rng.random::<u128>() | 1,
+        rng.random::<u64>() | 1
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&value) {
+        headers.insert("traceparent", v);
+    }
+}

@@ -1,0 +1,17 @@
+//! The graymesh proxy: a sidecar and gateway data plane driven by any xDS v3 control plane.
+//!
+//! It consumes Envoy resources (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment)
+//! over one ADS stream, compiles them into an immutable [`table::RouteTable`] swapped atomically,
+//! and serves explicit local ports with it. It never depends on graymesh's Istio model.
+
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod listeners;
+pub mod local;
+pub mod metrics;
+pub mod registration;
+pub mod run;
+pub mod table;
+pub mod upstream;
+pub mod xds;

@@ -1,0 +1,250 @@
+//! The ports the proxy serves. `reconcile` makes the running listeners match the table's: new
+//! ones are bound at once (so a port that cannot be bound rejects the config), changed route
+//! configurations are switched without rebinding, removed listeners stop accepting.
+//!
+//! Connections serve HTTP/1.x and HTTP/2 (prior knowledge, detected per connection). On drain,
+//! listeners stop accepting and every connection finishes its in-flight requests, within a bound.
+
+use crate::http::{Direction, ListenerCtx, ProxyCore};
+use crate::table::ListenerSpec;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Requests whose headers exceed this get 431; HTTP/1 requests with more than `MAX_HEADERS`
+/// header fields too.
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+pub const MAX_HEADERS: usize = 100;
+/// A client that has not sent a full request head within this is disconnected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Running {
+    addr: SocketAddr,
+    ctx: Arc<ArcSwap<ListenerCtx>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Identity of the local service, for inbound metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub service: String,
+    pub version: String,
+}
+
+pub struct Listeners {
+    core: Arc<ProxyCore>,
+    identity: Identity,
+    running: Mutex<HashMap<String, Running>>,
+    draining: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+    closed: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").finish_non_exhaustive()
+    }
+}
+
+impl Listeners {
+    pub fn new(core: Arc<ProxyCore>, identity: Identity) -> Arc<Self> {
+        let (draining, _) = watch::channel(false);
+        Arc::new(Self {
+            core,
+            identity,
+            running: Mutex::default(),
+            draining,
+            open: Arc::default(),
+            closed: Arc::default(),
+        })
+    }
+
+    /// The addresses being served, by listener name.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        let running = self.lock();
+        let mut out: Vec<_> = running.iter().map(|(n, r)| (n.clone(), r.addr)).collect();
+        out.sort();
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make the running listeners match `specs`. Binding errors reject the whole change.
+    pub fn reconcile(&self, specs: &[ListenerSpec]) -> Result<(), String> {
+        let mut running = self.lock();
+        let mut bound = Vec::new();
+        for spec in specs {
+            match running.get(&spec.name) {
+                Some(r) if r.addr == spec.addr => continue,
+                _ => {}
+            }
+            let std_listener = std::net::TcpListener::bind(spec.addr)
+                .map_err(|e| format!("Listener {}: cannot bind {}: {e}", spec.name, spec.addr))?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(|e| format!("Listener {}: {e}", spec.name))?;
+            bound.push((spec, std_listener));
+        }
+        let wanted: HashMap<&str, &ListenerSpec> =
+            specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        running.retain(|name, r| {
+            let keep = wanted.get(name.as_str()).is_some_and(|s| s.addr == r.addr);
+            if !keep {
+                let _ = r.stop.send(true);
+                tracing::info!(listener = %name, addr = %r.addr, "listener removed");
+            }
+            keep
+        });
+        for (name, r) in running.iter() {
+            if let Some(spec) = wanted.get(name.as_str()) {
+                if r.ctx.load().route_config != spec.route_config {
+                    r.ctx.store(Arc::new(self.ctx(spec)));
+                }
+            }
+        }
+        for (spec, std_listener) in bound {
+            let listener = tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| format!("Listener {}: {e}", spec.name))?;
+            let ctx = Arc::new(ArcSwap::from_pointee(self.ctx(spec)));
+            let (stop, stop_rx) = watch::channel(false);
+            tokio::spawn(self.accept_loop(listener, ctx.clone(), stop_rx));
+            tracing::info!(listener = %spec.name, addr = %spec.addr, route = %spec.route_config, "listening");
+            running.insert(
+                spec.name.clone(),
+                Running {
+                    addr: spec.addr,
+                    ctx,
+                    stop,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn ctx(&self, spec: &ListenerSpec) -> ListenerCtx {
+        let inbound = spec.name.starts_with("inbound");
+        ListenerCtx {
+            route_config: spec.route_config.clone(),
+            direction: if inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
+            identity: inbound
+                .then(|| (self.identity.service.clone(), self.identity.version.clone())),
+        }
+    }
+
+    fn accept_loop(
+        &self,
+        listener: tokio::net::TcpListener,
+        ctx: Arc<ArcSwap<ListenerCtx>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let core = self.core.clone();
+        let mut draining = self.draining.subscribe();
+        let open = self.open.clone();
+        let closed = self.closed.clone();
+        async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                    _ = draining.changed() => return,
+                };
+                let conn = Connection {
+                    core: core.clone(),
+                    ctx: ctx.clone(),
+                    draining: draining.clone(),
+                    open: open.clone(),
+                    closed: closed.clone(),
+                };
+                tokio::spawn(conn.serve(stream, peer));
+            }
+        }
+    }
+
+    /// Stop accepting everywhere and let open connections finish, waiting at most `limit`.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let _ = self.draining.send(true);
+        let wait = async {
+            while self.open.load(Ordering::SeqCst) > 0 {
+                let notified = self.closed.notified();
+                if self.open.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+struct Connection {
+    core: Arc<ProxyCore>,
+    ctx: Arc<ArcSwap<ListenerCtx>>,
+    draining: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
+    closed: Arc<Notify>,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.core.metrics.connections.inc();
+        let core = self.core.clone();
+        let ctx = self.ctx.clone();
+        let service = service_fn(move |req| {
+            let core = core.clone();
+            let ctx = ctx.load_full();
+            async move { Ok::<_, Infallible>(core.handle(ctx, req, peer).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            .max_headers(MAX_HEADERS);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let draining_now = *self.draining.borrow();
+        if draining_now {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        } else {
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = self.draining.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+        self.core.metrics.connections.dec();
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+}

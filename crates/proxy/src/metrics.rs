@@ -1,0 +1,259 @@
+//! The proxy's Prometheus metrics. A request is counted when its response ends (or is dropped),
+//! so the duration covers the whole response and gRPC statuses sent in trailers are seen.
+
+use crate::http::body::{Body, BoxError};
+use crate::http::Direction;
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestKey {
+    pub direction: &'static str,
+    pub destination_service: String,
+    pub destination_version: String,
+    pub response_code: u16,
+    pub grpc_status: String,
+    /// Why the proxy answered itself (`NR` no route, `UH` no healthy upstream, `UO` overflow,
+    /// `UF` connect failure, `UT` timeout, `FI` fault), empty when the upstream answered.
+    pub flags: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationKey {
+    pub direction: &'static str,
+    pub destination_service: String,
+    pub destination_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    pub requests: Family<RequestKey, Counter>,
+    pub duration: Family<DurationKey, Histogram>,
+    pub retries: Counter,
+    pub mirrored: Counter,
+    pub connections: Gauge,
+    pub config_version: Gauge,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+            }),
+            retries: Counter::default(),
+            mirrored: Counter::default(),
+            connections: Gauge::default(),
+            config_version: Gauge::default(),
+        }
+    }
+}
+
+impl ProxyMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "graymesh_proxy_requests",
+            "Requests by destination service and version, status and gRPC status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_request_duration_seconds",
+            "Request duration until the response ended",
+            self.duration.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_retries",
+            "Retried attempts",
+            self.retries.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_mirrored_requests",
+            "Requests copied to a mirror cluster",
+            self.mirrored.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_downstream_connections",
+            "Open downstream connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_config_version",
+            "Version of the routing table in use",
+            self.config_version.clone(),
+        );
+    }
+
+    /// Wrap `response` so the request is counted when its body ends.
+    pub fn observe(
+        &self,
+        mut labels: RequestLabels,
+        start: Instant,
+        response: Response<Body>,
+        grpc: bool,
+    ) -> Response<Body> {
+        labels.code = response.status().as_u16();
+        labels.flags = response
+            .headers()
+            .get("x-graymesh-local-reply")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if grpc {
+            labels.grpc_status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
+        let (parts, body) = response.into_parts();
+        let observed = ObservedBody {
+            inner: body,
+            record: Some(Record {
+                labels,
+                start,
+                metrics: self.clone(),
+            }),
+        };
+        Response::from_parts(parts, observed.boxed_unsync())
+    }
+}
+
+/// What a request will be counted as.
+#[derive(Debug, Clone)]
+pub struct RequestLabels {
+    direction: Direction,
+    service: String,
+    version: String,
+    code: u16,
+    grpc_status: Option<String>,
+    flags: String,
+}
+
+impl RequestLabels {
+    pub fn new(direction: Direction) -> Self {
+        Self {
+            direction,
+            service: String::new(),
+            version: String::new(),
+            code: 0,
+            grpc_status: None,
+            flags: String::new(),
+        }
+    }
+
+    /// `outbound|9080|v2|reviews.default.svc.cluster.local` ⇒ service and version (the subset).
+    pub fn set_cluster(&mut self, cluster: &str) {
+        let mut parts = cluster.splitn(4, '|');
+        let (_, _, subset, host) = (parts.next(), parts.next(), parts.next(), parts.next());
+        match host {
+            Some(h) if !h.is_empty() => {
+                self.service = h.to_string();
+                self.version = subset.unwrap_or("").to_string();
+            }
+            _ => self.service = cluster.to_string(),
+        }
+    }
+
+    /// For inbound traffic the destination is this proxy's own service.
+    pub fn set_destination(&mut self, service: &str, version: &str) {
+        self.service = service.to_string();
+        self.version = version.to_string();
+    }
+}
+
+struct Record {
+    labels: RequestLabels,
+    start: Instant,
+    metrics: ProxyMetrics,
+}
+
+impl Record {
+    fn finish(self, trailer_status: Option<String>) {
+        let l = self.labels;
+        let grpc_status = trailer_status.or(l.grpc_status).unwrap_or_default();
+        let key = RequestKey {
+            direction: l.direction.as_str(),
+            destination_service: l.service.clone(),
+            destination_version: l.version.clone(),
+            response_code: l.code,
+            grpc_status,
+            flags: l.flags,
+        };
+        self.metrics.requests.get_or_create(&key).inc();
+        let d = DurationKey {
+            direction: l.direction.as_str(),
+            destination_service: l.service,
+            destination_version: l.version,
+        };
+        self.metrics
+            .duration
+            .get_or_create(&d)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// A response body that records its request when it ends or is dropped.
+struct ObservedBody {
+    inner: Body,
+    record: Option<Record>,
+}
+
+impl hyper::body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let status = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    if let Some(r) = self.record.take() {
+                        r.finish(status);
+                    }
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(r) = self.record.take() {
+                    r.finish(None);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.finish(None);
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Route configurations compiled for the data path: virtual hosts indexed by domain, routes in
+//! order with their matchers, and what to do with a matched request.
+
+use super::matcher::{HeaderMatch, PathMatch, QueryMatch};
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValueOption,
+};
+use envoy_types::pb::envoy::config::route::v3 as rt;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use http::{HeaderName, HeaderValue};
+use prost::Message;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+#[derive(Debug, Default)]
+pub struct RouteConfig {
+    pub name: String,
+    pub vhosts: Vec<VirtualHost>,
+    exact: HashMap<String, usize>,
+    /// `*.example.com` as (`.example.com`, vhost), longest first.
+    suffix: Vec<(String, usize)>,
+    /// `example.*` as (`example.`, vhost), longest first.
+    prefix: Vec<(String, usize)>,
+    any: Option<usize>,
+}
+
+impl RouteConfig {
+    /// The virtual host for an authority (Host header or `:authority`), Envoy's order: exact,
+    /// then suffix wildcards, then prefix wildcards (longest first), then `*`.
+    pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = authority.to_ascii_lowercase();
+        let found = self
+            .exact
+            .get(&host)
+            .copied()
+            .or_else(|| {
+                self.suffix
+                    .iter()
+                    .find(|(s, _)| host.ends_with(s.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or_else(|| {
+                self.prefix
+                    .iter()
+                    .find(|(p, _)| host.starts_with(p.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.any);
+        found.and_then(|i| self.vhosts.get(i))
+    }
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path: PathMatch,
+    pub case_sensitive: bool,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+    pub action: Action,
+    pub request_ops: HeaderOps,
+    pub response_ops: HeaderOps,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+}
+
+#[derive(Debug)]
+pub struct Forward {
+    pub clusters: Vec<WeightedCluster>,
+    pub total_weight: u64,
+    /// `None`: no timeout (Envoy's `0s`).
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetrySpec>,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite: Option<HeaderValue>,
+    pub mirrors: Vec<Mirror>,
+    pub hash: Vec<HashKey>,
+}
+
+#[derive(Debug)]
+pub struct WeightedCluster {
+    pub name: String,
+    pub weight: u64,
+    pub request_ops: HeaderOps,
+    pub response_ops: HeaderOps,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Parts per million of requests mirrored.
+    pub ppm: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum HashKey {
+    Header(String),
+    Cookie(String),
+    SourceIp,
+    Query(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RetrySpec {
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub on_5xx: bool,
+    pub on_gateway_error: bool,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub on_retriable_codes: bool,
+    pub retriable_codes: Vec<u16>,
+    /// gRPC status codes that are retried (cancelled, deadline-exceeded, resource-exhausted, unavailable).
+    pub grpc_codes: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub scheme: Option<String>,
+    pub path: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<(Duration, u32)>,
+    /// (HTTP status, gRPC status, ppm)
+    pub abort: Option<(Option<u16>, Option<u32>, u32)>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HeaderOps {
+    /// (name, value, overwrite): overwrite replaces existing values, else the value is appended.
+    pub add: Vec<(HeaderName, HeaderValue, bool)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    fn compile(add: &[HeaderValueOption], remove: &[String]) -> Result<Self, String> {
+        let mut ops = HeaderOps::default();
+        for h in add {
+            let Some(hv) = &h.header else { continue };
+            let name = HeaderName::try_from(hv.key.as_str())
+                .map_err(|_| format!("invalid header name {:?}", hv.key))?;
+            let value = HeaderValue::try_from(hv.value.as_str())
+                .map_err(|_| format!("invalid value for header {:?}", hv.key))?;
+            let overwrite = h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+                || h.append_action == HeaderAppendAction::OverwriteIfExists as i32;
+            ops.add.push((name, value, overwrite));
+        }
+        for r in remove {
+            ops.remove.push(
+                HeaderName::try_from(r.as_str())
+                    .map_err(|_| format!("invalid header name {r:?}"))?,
+            );
+        }
+        Ok(ops)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value, overwrite) in &self.add {
+            if *overwrite {
+                headers.insert(name.clone(), value.clone());
+            } else {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+// === compile ===
+
+pub fn compile(rc: &rt::RouteConfiguration) -> Result<RouteConfig, String> {
+    let mut out = RouteConfig {
+        name: rc.name.clone(),
+        ..Default::default()
+    };
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        for d in &vh.domains {
+            let d = d.to_ascii_lowercase();
+            if d == "*" {
+                out.any.get_or_insert(i);
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                out.suffix.push((suffix.to_string(), i));
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                out.prefix.push((prefix.to_string(), i));
+            } else if out.exact.insert(d.clone(), i).is_some() {
+                return Err(format!("domain {d:?} is in more than one virtual host"));
+            }
+        }
+        let routes = vh
+            .routes
+            .iter()
+            .map(|r| {
+                route(r).map_err(|e| format!("virtual host {}: route {:?}: {e}", vh.name, r.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.vhosts.push(VirtualHost {
+            name: vh.name.clone(),
+            routes,
+        });
+    }
+    out.suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    out.prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    Ok(out)
+}
+
+fn route(r: &rt::Route) -> Result<Route, String> {
+    let m = r.r#match.clone().unwrap_or_default();
+    let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+    let action = match &r.action {
+        Some(rt::route::Action::Route(a)) => Action::Forward(forward(a)?),
+        Some(rt::route::Action::Redirect(a)) => Action::Redirect(redirect(a)),
+        _ => return Err("only route and redirect actions are supported".into()),
+    };
+    let fault = match r.typed_per_filter_config.get(FAULT_FILTER) {
+        Some(any) => Some(fault(
+            &HttpFault::decode(any.value.as_slice()).map_err(|e| format!("fault config: {e}"))?,
+        )),
+        None => None,
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        path: PathMatch::compile(m.path_specifier.as_ref(), case_sensitive)?,
+        case_sensitive,
+        headers: m
+            .headers
+            .iter()
+            .map(HeaderMatch::compile)
+            .collect::<Result<_, _>>()?,
+        query: m
+            .query_parameters
+            .iter()
+            .map(QueryMatch::compile)
+            .collect::<Result<_, _>>()?,
+        action,
+        request_ops: HeaderOps::compile(&r.request_headers_to_add, &r.request_headers_to_remove)?,
+        response_ops: HeaderOps::compile(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+        )?,
+        fault,
+    })
+}
+
+fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
+fn forward(a: &rt::RouteAction) -> Result<Forward, String> {
+    use rt::route_action::ClusterSpecifier as C;
+    let clusters = match &a.cluster_specifier {
+        Some(C::Cluster(name)) => vec![WeightedCluster {
+            name: name.clone(),
+            weight: 1,
+            request_ops: HeaderOps::default(),
+            response_ops: HeaderOps::default(),
+        }],
+        Some(C::WeightedClusters(w)) => w
+            .clusters
+            .iter()
+            .filter(|c| c.weight.as_ref().is_some_and(|w| w.value > 0))
+            .map(|c| {
+                Ok(WeightedCluster {
+                    name: c.name.clone(),
+                    weight: u64::from(c.weight.as_ref().map(|w| w.value).unwrap_or(0)),
+                    request_ops: HeaderOps::compile(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                    )?,
+                    response_ops: HeaderOps::compile(
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?,
+        _ => return Err("a route needs a cluster or weighted clusters".into()),
+    };
+    if clusters.is_empty() {
+        return Err("weighted clusters: no cluster has a weight above 0".into());
+    }
+    let total_weight = clusters.iter().map(|c| c.weight).sum();
+    let host_rewrite = match &a.host_rewrite_specifier {
+        Some(rt::route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => Some(
+            HeaderValue::try_from(h.as_str()).map_err(|_| format!("invalid host rewrite {h:?}"))?,
+        ),
+        _ => None,
+    };
+    Ok(Forward {
+        clusters,
+        total_weight,
+        timeout: a.timeout.as_ref().map(duration).filter(|d| !d.is_zero()),
+        retry: a.retry_policy.as_ref().map(retry),
+        prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|p| !p.is_empty()),
+        host_rewrite,
+        mirrors: a
+            .request_mirror_policies
+            .iter()
+            .map(|m| Mirror {
+                cluster: m.cluster.clone(),
+                ppm: ppm(m
+                    .runtime_fraction
+                    .as_ref()
+                    .and_then(|f| f.default_value.as_ref())),
+            })
+            .collect(),
+        hash: a.hash_policy.iter().filter_map(hash_key).collect(),
+    })
+}
+
+fn ppm(p: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>) -> u32 {
+    let Some(p) = p else { return 1_000_000 };
+    let scale = match p.denominator {
+        0 => 10_000,
+        1 => 100,
+        _ => 1,
+    };
+    p.numerator.saturating_mul(scale).min(1_000_000)
+}
+
+fn hash_key(h: &rt::route_action::HashPolicy) -> Option<HashKey> {
+    use rt::route_action::hash_policy::PolicySpecifier as P;
+    Some(match h.policy_specifier.as_ref()? {
+        P::Header(x) => HashKey::Header(x.header_name.to_ascii_lowercase()),
+        P::Cookie(c) => HashKey::Cookie(c.name.clone()),
+        P::ConnectionProperties(c) if c.source_ip => HashKey::SourceIp,
+        P::QueryParameter(q) => HashKey::Query(q.name.clone()),
+        _ => return None,
+    })
+}
+
+fn retry(p: &rt::RetryPolicy) -> RetrySpec {
+    let mut spec = RetrySpec {
+        num_retries: p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
+        per_try_timeout: p
+            .per_try_timeout
+            .as_ref()
+            .map(duration)
+            .filter(|d| !d.is_zero()),
+        retriable_codes: p
+            .retriable_status_codes
+            .iter()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect(),
+        ..Default::default()
+    };
+    for cond in p.retry_on.split(',').map(str::trim) {
+        match cond {
+            "5xx" => spec.on_5xx = true,
+            "gateway-error" => spec.on_gateway_error = true,
+            "connect-failure" => spec.on_connect_failure = true,
+            "reset" | "refused-stream" => spec.on_reset = true,
+            "retriable-status-codes" => spec.on_retriable_codes = true,
+            "cancelled" => spec.grpc_codes.push(1),
+            "deadline-exceeded" => spec.grpc_codes.push(4),
+            "resource-exhausted" => spec.grpc_codes.push(8),
+            "unavailable" => spec.grpc_codes.push(14),
+            _ => {}
+        }
+    }
+    spec
+}
+
+fn redirect(r: &rt::RedirectAction) -> Redirect {
+    use rt::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
+    let status = match r.response_code {
+        1 => 302,
+        2 => 303,
+        3 => 307,
+        4 => 308,
+        _ => 301,
+    };
+    Redirect {
+        host: Some(r.host_redirect.clone()).filter(|h| !h.is_empty()),
+        port: Some(r.port_redirect).filter(|p| *p != 0),
+        scheme: match &r.scheme_rewrite_specifier {
+            Some(S::SchemeRedirect(s)) => Some(s.clone()),
+            Some(S::HttpsRedirect(true)) => Some("https".into()),
+            _ => None,
+        },
+        path: match &r.path_rewrite_specifier {
+            Some(P::PathRedirect(p)) => Some(p.clone()),
+            _ => None,
+        },
+        status,
+    }
+}
+
+fn fault(f: &HttpFault) -> Fault {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::fault_abort::ErrorType;
+    Fault {
+        delay: f
+            .delay
+            .as_ref()
+            .and_then(|d| match &d.fault_delay_secifier {
+                Some(FaultDelaySecifier::FixedDelay(x)) => {
+                    Some((duration(x), ppm(d.percentage.as_ref())))
+                }
+                _ => None,
+            }),
+        abort: f.abort.as_ref().map(|a| {
+            let pct = ppm(a.percentage.as_ref());
+            match a.error_type {
+                Some(ErrorType::HttpStatus(c)) => (u16::try_from(c).ok(), None, pct),
+                Some(ErrorType::GrpcStatus(c)) => (None, Some(c), pct),
+                _ => (Some(503), None, pct),
+            }
+        }),
+    }
+}

@@ -1,0 +1,116 @@
+//! Picking an endpoint of a cluster: weighted round robin, least request (power of two choices),
+//! weighted random, or consistent hashing (rendezvous hashing: a key keeps its endpoint while that
+//! endpoint stays, and only the keys of a removed endpoint move).
+//!
+//! Ejected endpoints are skipped; when every endpoint is ejected all of them are used again
+//! (Envoy's panic mode), since sending somewhere beats failing everything.
+
+use super::ClusterState;
+use crate::table::{ClusterSpec, Endpoint, LbPolicy};
+use rand::Rng;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+/// `avoid` lists endpoints a retry already tried: they are skipped while others remain (as
+/// Istio's default `previous_hosts` retry predicate does).
+pub fn pick(
+    spec: &ClusterSpec,
+    state: &ClusterState,
+    hash_key: Option<u64>,
+    now: u64,
+    avoid: &[SocketAddr],
+) -> Option<SocketAddr> {
+    let healthy = |e: &&Endpoint| {
+        state
+            .endpoint(&e.addr)
+            .is_none_or(|s| !s.health.is_ejected(now))
+    };
+    let mut candidates: Vec<&Endpoint> = spec.endpoints.iter().filter(healthy).collect();
+    if !avoid.is_empty() && candidates.iter().any(|e| !avoid.contains(&e.addr)) {
+        candidates.retain(|e| !avoid.contains(&e.addr));
+    }
+    if candidates.is_empty() {
+        candidates = spec.endpoints.iter().collect();
+    }
+    if candidates.is_empty() {
+        return None;
+    }
+    let chosen = match (spec.lb, hash_key) {
+        (LbPolicy::RingHash, Some(key)) => rendezvous(&candidates, key),
+        (LbPolicy::LeastRequest, _) => least_request(&candidates, state),
+        (LbPolicy::Random, _) | (LbPolicy::RingHash, None) => weighted_random(&candidates),
+        (LbPolicy::RoundRobin, _) => round_robin(&candidates, state),
+    };
+    Some(chosen.addr)
+}
+
+fn round_robin<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
+    let n = state.counters.round_robin.fetch_add(1, Ordering::Relaxed);
+    if c.iter().all(|e| e.weight == c[0].weight) {
+        return c[(n % c.len() as u64) as usize];
+    }
+    // Unequal weights: a scrambled counter over the cumulative weights spreads picks evenly.
+    let total: u64 = c.iter().map(|e| u64::from(e.weight)).sum();
+    let mut slot = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
+    for e in c {
+        if slot < u64::from(e.weight) {
+            return e;
+        }
+        slot -= u64::from(e.weight);
+    }
+    c[0]
+}
+
+fn weighted_random<'a>(c: &[&'a Endpoint]) -> &'a Endpoint {
+    let total: u64 = c.iter().map(|e| u64::from(e.weight)).sum();
+    let mut slot = rand::rng().random_range(0..total.max(1));
+    for e in c {
+        if slot < u64::from(e.weight) {
+            return e;
+        }
+        slot -= u64::from(e.weight);
+    }
+    c[0]
+}
+
+fn least_request<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
+    if c.len() == 1 {
+        return c[0];
+    }
+    let mut rng = rand::rng();
+    let a = c[rng.random_range(0..c.len())];
+    let b = c[rng.random_range(0..c.len())];
+    let load = |e: &Endpoint| {
+        state
+            .endpoint(&e.addr)
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    };
+    if load(b) < load(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn rendezvous<'a>(c: &[&'a Endpoint], key: u64) -> &'a Endpoint {
+    let score = |e: &Endpoint| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (key, e.addr).hash(&mut h);
+        // Weighted rendezvous: -w / ln(u), compared without floats' NaN issues.
+        let u = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        f64::from(e.weight) / -(u.max(f64::MIN_POSITIVE)).ln()
+    };
+    c.iter()
+        .copied()
+        .max_by(|a, b| score(a).total_cmp(&score(b)))
+        .unwrap_or(c[0])
+}
+
+/// A stable 64-bit hash of a request's hash-policy key.
+pub fn hash_of(value: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,181 @@
+//! Endpoint picking and outlier ejection, on the paused clock.
+
+use super::outlier::{now_ms, room_to_eject, Outcome};
+use super::*;
+use crate::table::{ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds};
+use std::collections::HashMap as Map;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn spec(lb: LbPolicy, n: u8) -> ClusterSpec {
+    ClusterSpec {
+        name: "c".into(),
+        lb,
+        endpoints: (1..=n)
+            .map(|i| Endpoint {
+                addr: SocketAddr::from(([10, 0, 0, i], 80)),
+                weight: 1,
+            })
+            .collect(),
+        connect_timeout: Duration::from_secs(1),
+        thresholds: Thresholds::default(),
+        outlier: Some(OutlierSpec {
+            consecutive_5xx: Some(3),
+            consecutive_gateway_failure: None,
+            interval: Duration::from_secs(1),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        }),
+    }
+}
+
+fn state_for(spec: &ClusterSpec) -> ClusterState {
+    ClusterState {
+        endpoints: spec
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, Arc::default()))
+            .collect(),
+        counters: Arc::default(),
+    }
+}
+
+#[test]
+fn round_robin_visits_every_endpoint_evenly() {
+    let s = spec(LbPolicy::RoundRobin, 3);
+    let st = state_for(&s);
+    let mut counts: Map<SocketAddr, u32> = Map::new();
+    for _ in 0..300 {
+        *counts
+            .entry(pick(&s, &st, None, 0, &[]).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
+}
+
+#[test]
+fn ring_hash_keeps_a_key_on_its_endpoint_when_others_leave() {
+    let s = spec(LbPolicy::RingHash, 5);
+    let st = state_for(&s);
+    let keys: Vec<u64> = (0..200)
+        .map(|i| balance::hash_of(format!("user-{i}").as_bytes()))
+        .collect();
+    let before: Vec<SocketAddr> = keys
+        .iter()
+        .map(|k| pick(&s, &st, Some(*k), 0, &[]).unwrap())
+        .collect();
+    assert!(
+        before
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            >= 4,
+        "keys spread over endpoints"
+    );
+    let mut smaller = s.clone();
+    let removed = smaller.endpoints.remove(2).addr;
+    for (k, was) in keys.iter().zip(&before) {
+        let now = pick(&smaller, &st, Some(*k), 0, &[]).unwrap();
+        if *was != removed {
+            assert_eq!(now, *was, "a key whose endpoint stayed must not move");
+        }
+    }
+}
+
+#[test]
+fn retries_avoid_endpoints_already_tried_while_others_remain() {
+    let s = spec(LbPolicy::RoundRobin, 2);
+    let st = state_for(&s);
+    let (a, b) = (s.endpoints[0].addr, s.endpoints[1].addr);
+    assert!((0..10).all(|_| pick(&s, &st, None, 0, &[a]) == Some(b)));
+    assert!(
+        pick(&s, &st, None, 0, &[a, b]).is_some(),
+        "all tried: any will do"
+    );
+}
+
+#[test]
+fn least_request_prefers_the_less_loaded_endpoint() {
+    let s = spec(LbPolicy::LeastRequest, 2);
+    let st = state_for(&s);
+    st.endpoints[&s.endpoints[0].addr]
+        .in_flight
+        .store(50, Ordering::Relaxed);
+    let picks = (0..200)
+        .filter(|_| pick(&s, &st, None, 0, &[]) == Some(s.endpoints[1].addr))
+        .count();
+    // Two random choices: the idle endpoint wins unless both draws land on the busy one (~1/4).
+    assert!(picks > 120, "{picks}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_5xx_eject_until_the_ejection_time_passes() {
+    let s = spec(LbPolicy::RoundRobin, 2);
+    let st = state_for(&s);
+    let bad = &st.endpoints[&s.endpoints[0].addr];
+    let outlier = s.outlier.as_ref().unwrap();
+    let room = || room_to_eject(0, 2, outlier.max_ejection_percent);
+    assert!(!bad
+        .health
+        .record(Outcome::ServerError { gateway: false }, outlier, room));
+    assert!(!bad
+        .health
+        .record(Outcome::ServerError { gateway: false }, outlier, room));
+    assert!(
+        bad.health
+            .record(Outcome::ServerError { gateway: false }, outlier, room),
+        "third 5xx ejects"
+    );
+    assert!(
+        (0..20).all(|_| pick(&s, &st, None, now_ms(), &[]) == Some(s.endpoints[1].addr)),
+        "ejected endpoint skipped"
+    );
+
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(
+        !bad.health.is_ejected(now_ms()),
+        "back after base_ejection_time"
+    );
+    assert_eq!(bad.health.times_ejected(), 1);
+}
+
+#[test]
+fn success_resets_the_count_and_limits_hold() {
+    let s = spec(LbPolicy::RoundRobin, 2);
+    let st = state_for(&s);
+    let ep = &st.endpoints[&s.endpoints[0].addr];
+    let outlier = s.outlier.as_ref().unwrap();
+    for _ in 0..2 {
+        ep.health
+            .record(Outcome::ServerError { gateway: true }, outlier, || true);
+    }
+    ep.health.record(Outcome::Success, outlier, || true);
+    assert!(
+        !ep.health
+            .record(Outcome::ServerError { gateway: true }, outlier, || true),
+        "count restarted"
+    );
+    assert!(
+        room_to_eject(0, 10, 10),
+        "at least one may always be ejected"
+    );
+    assert!(!room_to_eject(1, 10, 10), "10% of 10 is one");
+    assert!(room_to_eject(1, 4, 50));
+    assert!(!room_to_eject(2, 4, 50));
+}
+
+#[test]
+fn every_endpoint_ejected_means_panic_mode_uses_them_all() {
+    let s = spec(LbPolicy::RoundRobin, 2);
+    let st = state_for(&s);
+    let outlier = s.outlier.as_ref().unwrap();
+    for e in st.endpoints.values() {
+        for _ in 0..3 {
+            e.health.record(Outcome::LocalFailure, outlier, || true);
+        }
+    }
+    assert!(pick(&s, &st, None, now_ms(), &[]).is_some());
+}

@@ -1,0 +1,200 @@
+//! A small mesh for proxy tests, all real and all on loopback: fake apps from the testkit, the
+//! real pilot ADS server in process (config published straight into its cache), and the real
+//! proxy with an explicit upstream port for the service under test.
+
+use graymesh_model::{build_config_set, parse_str};
+use graymesh_proxy::run::{run, ProxyOptions};
+use graymesh_sources::RegistrySnapshot;
+use graymesh_testkit::{FakeApp, FakeAppHandle};
+use graymesh_xds::metrics::XdsMetrics;
+use graymesh_xds::{AdsServer, SnapshotCache, SyncStatus};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+
+pub const HOST: &str = "reviews.default.svc.cluster.local";
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub struct Pilot {
+    pub addr: SocketAddr,
+    pub cache: SnapshotCache,
+    task: JoinHandle<()>,
+    /// Duplicates of accepted connections, to sever them as a process death would.
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Pilot {
+    /// Serve on `addr` (a fixed address, so a restarted pilot is found again).
+    pub async fn start(addr: SocketAddr, yaml: &str) -> Self {
+        let config = Arc::new(build_config_set(parse_str("mesh.yaml", yaml).unwrap()).unwrap());
+        let cache = SnapshotCache::new(
+            config.clone(),
+            Arc::new(RegistrySnapshot::build(&config, &[])),
+        );
+        let server = AdsServer::new(cache.clone(), SyncStatus::default(), XdsMetrics::default())
+            .into_service();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let kept = conns.clone();
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
+                let std_stream = accepted?.into_std()?;
+                kept.lock().unwrap().push(std_stream.try_clone()?);
+                tokio::net::TcpStream::from_std(std_stream)
+            });
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Self {
+            addr,
+            cache,
+            task,
+            conns,
+        }
+    }
+
+    pub fn publish(&self, yaml: &str) {
+        let config = Arc::new(build_config_set(parse_str("mesh.yaml", yaml).unwrap()).unwrap());
+        let registry = Arc::new(RegistrySnapshot::build(&config, &[]));
+        self.cache.publish(config, registry);
+    }
+
+    /// Stop serving as a killed process would: the listener closes and every connection is cut.
+    pub fn kill(self) {
+        self.task.abort();
+        for conn in self.conns.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+pub struct Proxy {
+    /// The explicit outbound port for `reviews:9080`.
+    pub upstream: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Proxy {
+    pub async fn start(pilots: Vec<SocketAddr>) -> Self {
+        let (upstream, admin, outbound) = (free_addr(), free_addr(), free_addr());
+        let opts = ProxyOptions {
+            pilots: pilots.iter().map(|a| a.to_string()).collect(),
+            node_id: format!("test-proxy-{}", upstream.port()),
+            namespace: "default".into(),
+            service: None,
+            service_version: None,
+            app: None,
+            service_port: None,
+            inbound: free_addr(),
+            upstreams: vec![format!("reviews:9080={upstream}")],
+            outbound,
+            admin,
+            registry_url: None,
+            registration_ttl: Duration::from_secs(10),
+            health_path: None,
+            drain_timeout: Duration::from_secs(2),
+            labels: Vec::new(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(opts, async move {
+            let _ = stopped.await;
+        }));
+        let proxy = Self {
+            upstream,
+            admin,
+            stop: Some(stop),
+            task,
+        };
+        proxy.wait_listening().await;
+        proxy
+    }
+
+    async fn wait_listening(&self) {
+        let client = graymesh_testkit::Http1Client::new().with_timeout(Duration::from_secs(1));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = client
+                .get(&format!("http://{}/ready", self.admin), &[])
+                .await
+                .map(|r| r.status == 200)
+                .unwrap_or(false);
+            if ready && tokio::net::TcpStream::connect(self.upstream).await.is_ok() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "proxy not ready within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.upstream)
+    }
+
+    pub async fn metrics(&self) -> String {
+        let client = graymesh_testkit::Http1Client::new();
+        client
+            .get(&format!("http://{}/metrics", self.admin), &[])
+            .await
+            .unwrap()
+            .text()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+pub async fn app(version: &str) -> FakeAppHandle {
+    FakeApp::builder()
+        .service("reviews")
+        .version(version)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A ServiceEntry for reviews with the given (version, app) endpoints, v1/v2 subsets, plus extra.
+pub fn mesh_yaml(apps: &[&FakeAppHandle], dr_extra: &str, vs_http: &str) -> String {
+    let endpoints: String = apps
+        .iter()
+        .map(|a| {
+            format!(
+                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n",
+                a.addr().port(),
+                a.version()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints:\n{endpoints}---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n{dr_extra}  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n---\n\
+apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n{vs_http}"
+    )
+}
+
+/// `http:` entries of a VirtualService splitting v1/v2.
+pub fn split(v1: u32, v2: u32) -> String {
+    format!(
+        "  - route:\n    - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}\n    - {{destination: {{host: reviews, subset: v2}}, weight: {v2}}}\n"
+    )
+}

@@ -1,0 +1,347 @@
+//! The proxy end to end: real pilot (in process), real proxy, testkit fake apps, real HTTP/1.1,
+//! HTTP/2 and gRPC traffic on loopback. Every load is bounded in count and time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
+mod mesh;
+
+use graymesh_testkit::{
+    run_load, CallOptions, GrpcClient, Http1Client, Http2Client, LoadCall, LoadPlan,
+};
+use mesh::{app, free_addr, mesh_yaml, split, Pilot, Proxy};
+use std::time::Duration;
+
+fn plan(n: u64) -> LoadPlan {
+    LoadPlan {
+        max_requests: n,
+        max_duration: Duration::from_secs(30),
+        concurrency: 8,
+    }
+}
+
+fn share(report: &graymesh_testkit::LoadReport, version: &str) -> f64 {
+    *report.by_version.get(version).unwrap_or(&0) as f64 / report.ok.max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_holds_for_http1_http2_and_grpc() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", &split(80, 20))).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let calls = [
+        ("http1", LoadCall::http1(Http1Client::new(), proxy.url("/"))),
+        ("http2", LoadCall::http2(Http2Client::new(), proxy.url("/"))),
+        (
+            "grpc",
+            LoadCall::grpc(GrpcClient::new(proxy.upstream).with_authority("reviews:9080")),
+        ),
+    ];
+    for (name, call) in calls {
+        let report = run_load(call, plan(1000)).await;
+        assert_eq!(report.failed, 0, "{name}: {:?}", report.failures);
+        assert_eq!(report.ok, 1000, "{name}");
+        let v2_share = share(&report, "v2");
+        assert!(
+            (0.15..=0.25).contains(&v2_share),
+            "{name}: v2 got {:.1}%",
+            v2_share * 100.0
+        );
+    }
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("destination_service=\"reviews.default.svc.cluster.local\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("destination_version=\"v2\""), "{metrics}");
+    assert!(
+        metrics.contains("grpc_status=\"0\""),
+        "gRPC statuses from trailers are counted: {metrics}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_cookie_and_uri_matches_pick_the_canary() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let vs = "  - match: [{headers: {end-user: {exact: jason}}}, {headers: {cookie: {regex: \".*canary=yes.*\"}}}, {uri: {prefix: /beta/}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let client = Http1Client::new();
+    let version = |r: graymesh_testkit::Reply| r.version.unwrap_or_default();
+    assert_eq!(
+        version(
+            client
+                .get(&proxy.url("/"), &[("end-user", "jason")])
+                .await
+                .unwrap()
+        ),
+        "v2"
+    );
+    assert_eq!(
+        version(
+            client
+                .get(&proxy.url("/"), &[("cookie", "a=1; canary=yes")])
+                .await
+                .unwrap()
+        ),
+        "v2"
+    );
+    assert_eq!(
+        version(client.get(&proxy.url("/beta/page"), &[]).await.unwrap()),
+        "v2"
+    );
+    assert_eq!(
+        version(
+            client
+                .get(
+                    &proxy.url("/"),
+                    &[("end-user", "bob"), ("cookie", "canary=no")]
+                )
+                .await
+                .unwrap()
+        ),
+        "v1"
+    );
+    let grpc = GrpcClient::new(proxy.upstream).with_authority("reviews:9080");
+    assert_eq!(
+        grpc.version(&CallOptions::default().metadata("end-user", "jason"))
+            .await
+            .unwrap(),
+        "v2"
+    );
+    assert_eq!(grpc.version(&CallOptions::default()).await.unwrap(), "v1");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_shift_under_continuous_load_fails_no_request() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", &split(100, 0))).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let load = tokio::spawn(run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        LoadPlan {
+            max_requests: 4000,
+            max_duration: Duration::from_secs(20),
+            concurrency: 8,
+        },
+    ));
+    for (a, b) in [(90, 10), (50, 50), (0, 100), (50, 50), (100, 0), (0, 100)] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pilot.publish(&mesh_yaml(&[&v1, &v2], "", &split(a, b)));
+    }
+    let report = load.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+    assert!(
+        report.by_version.contains_key("v1") && report.by_version.contains_key("v2"),
+        "{:?}",
+        report.by_version
+    );
+    // The last shift (0/100) is in force.
+    let after = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        plan(200),
+    )
+    .await;
+    assert_eq!(
+        after.by_version.get("v2"),
+        Some(&200),
+        "{:?}",
+        after.by_version
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pilot_loss_keeps_the_last_config_and_a_new_pilot_is_caught_up_with() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let addr = free_addr();
+    let pilot = Pilot::start(addr, &mesh_yaml(&[&v1, &v2], "", &split(100, 0))).await;
+    let proxy = Proxy::start(vec![addr]).await;
+    pilot.kill();
+    let during = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        plan(300),
+    )
+    .await;
+    assert_eq!(during.failed, 0, "{:?}", during.failures);
+    assert_eq!(during.by_version.get("v1"), Some(&300));
+
+    // A pilot comes back on the same address with the canary at 100%.
+    let _back = Pilot::start(addr, &mesh_yaml(&[&v1, &v2], "", &split(0, 100))).await;
+    let client = Http1Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = client.get(&proxy.url("/"), &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        if r.version.as_deref() == Some("v2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "proxy did not catch up with the new pilot within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_hide_a_failing_endpoint_and_timeouts_answer_504() {
+    let (bad, good) = (app("v1").await, app("v1").await);
+    bad.set_error_rate(1.0).unwrap();
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 3, retryOn: 5xx}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&bad, &good], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let report = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        plan(200),
+    )
+    .await;
+    assert_eq!(
+        report.failed, 0,
+        "every request retried onto the good endpoint: {:?}",
+        report.failures
+    );
+    assert!(bad.requests().total > 0, "the failing endpoint was tried");
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("graymesh_proxy_retries_total"));
+
+    // A slow endpoint and a 300 ms route timeout: 504 from the proxy, well before the app answers.
+    good.set_latency(Duration::from_secs(3));
+    bad.set_error_rate(0.0).unwrap();
+    bad.set_latency(Duration::from_secs(3));
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    timeout: 300ms\n    retries: {attempts: 0}\n";
+    pilot.publish(&mesh_yaml(&[&bad, &good], "", vs));
+    let client = Http1Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = tokio::time::Instant::now();
+        let r = client.get(&proxy.url("/"), &[]).await.unwrap();
+        if r.status == 504 {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "timed out after {:?}",
+                started.elapsed()
+            );
+            assert_eq!(r.headers.get("x-graymesh-local-reply").unwrap(), "UT");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no 504 within 10 s");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_and_readmits() {
+    let (bad, good) = (app("v1").await, app("v1").await);
+    bad.set_failing(true);
+    let dr = "  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50}\n";
+    let vs =
+        "  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 0}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&bad, &good], dr, vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let first = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        LoadPlan {
+            concurrency: 1,
+            ..plan(100)
+        },
+    )
+    .await;
+    assert!(
+        (3..=6).contains(&first.failed),
+        "ejected after 3 consecutive errors: {} failed",
+        first.failed
+    );
+    let bad_seen = bad.requests().total;
+    let after = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        LoadPlan {
+            concurrency: 1,
+            ..plan(50)
+        },
+    )
+    .await;
+    assert_eq!(after.failed, 0);
+    assert_eq!(
+        bad.requests().total,
+        bad_seen,
+        "the ejected endpoint gets nothing"
+    );
+
+    bad.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let back = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        LoadPlan {
+            concurrency: 1,
+            ..plan(50)
+        },
+    )
+    .await;
+    assert_eq!(back.failed, 0);
+    assert!(
+        bad.requests().total > bad_seen,
+        "readmitted after the ejection time"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_answers_503_with_a_clear_header() {
+    let slow = app("v1").await;
+    slow.set_latency(Duration::from_millis(500));
+    let dr = "  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n";
+    let vs =
+        "  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 0}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&slow], dr, vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let client = Http1Client::new();
+    let url = proxy.url("/");
+    let calls: Vec<_> = (0..6).map(|_| client.get(&url, &[])).collect();
+    let replies = futures::future::join_all(calls).await;
+    let overflowed: Vec<_> = replies
+        .iter()
+        .map(|r| r.as_ref().unwrap())
+        .filter(|r| r.status == 503)
+        .collect();
+    assert!(
+        overflowed.len() >= 3,
+        "{} of 6 overflowed",
+        overflowed.len()
+    );
+    for r in overflowed {
+        assert_eq!(
+            r.headers.get("x-graymesh-overflow").unwrap(),
+            "outbound|9080|v1|reviews.default.svc.cluster.local"
+        );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_copies_requests_without_delaying_them() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    v2.set_latency(Duration::from_secs(2));
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 100}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let report = run_load(
+        LoadCall::http1(Http1Client::new(), proxy.url("/")),
+        plan(20),
+    )
+    .await;
+    assert_eq!(report.by_version.get("v1"), Some(&20));
+    assert!(
+        report.latency_p99 < Duration::from_secs(1),
+        "the slow mirror never delays: p99 {:?}",
+        report.latency_p99
+    );
+    v2.wait_for_requests(20, Duration::from_secs(10))
+        .await
+        .unwrap();
+    proxy.stop().await;
+}
