@@ -9,17 +9,19 @@ use crate::table::{ClusterSpec, Forward, HashKey, RetrySpec, RouteTable, Weighte
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState};
 use bytes::Bytes;
+use futures::StreamExt;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::body::Frame;
+use hyper::body::Incoming;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Requests up to this size are buffered when the route retries, so they can be sent again.
+/// Requests up to this size are read before forwarding when the route retries or mirrors.
 const MAX_REPLAY_BODY: usize = 64 * 1024;
 
 #[allow(clippy::too_many_arguments)]
@@ -46,18 +48,14 @@ pub async fn forward(
         );
     };
     let hash = hash_key(&f.hash, &parts, peer);
-    let mut payload =
-        match Payload::new(body, &parts, f.retry.is_some() || !f.mirrors.is_empty()).await {
-            Ok(p) => p,
-            Err(e) => {
-                return local_reply(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot read request body: {e}"),
-                    grpc,
-                    "DPE",
-                )
-            }
-        };
+    let replay = f.retry.is_some() || !f.mirrors.is_empty();
+    let mut payload = match Payload::new(body, grpc, replay).await {
+        Ok(p) => p,
+        Err(BadBody(e)) => {
+            let message = format!("invalid request body: {e}");
+            return local_reply(StatusCode::BAD_REQUEST, &message, grpc, "DPE");
+        }
+    };
     mirror(core, table, f, &parts, &payload);
     let attempts = attempts(
         core,
@@ -130,29 +128,46 @@ fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
-/// The request body: buffered when it must be replayable (retries, mirrors) and small enough,
-/// else streamed once.
+/// The request body: read ahead (up to `MAX_REPLAY_BODY`) when it must be replayable (retries,
+/// mirrors), so a small request can be sent again and a malformed one is refused before any of
+/// it is forwarded; streamed otherwise. gRPC bodies are never read ahead: a streaming call may
+/// wait for the answer before it ends its request.
 enum Payload {
     Buffered(Bytes),
-    Stream(Option<Incoming>),
+    Stream(Option<Body>),
 }
 
+/// The downstream request body could not be read (bad chunking, reset): the client's fault.
+pub struct BadBody(pub String);
+
 impl Payload {
-    async fn new(body: Incoming, parts: &Parts, want_replay: bool) -> Result<Self, String> {
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let small = body.is_end_stream() || declared.is_some_and(|n| n <= MAX_REPLAY_BODY);
-        if !(want_replay && small) {
-            return Ok(Payload::Stream(Some(body)));
+    async fn new(mut body: Incoming, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
+        if !want_replay || grpc {
+            return Ok(Payload::Stream(Some(body::incoming(body))));
         }
-        let collected = http_body_util::Limited::new(body, MAX_REPLAY_BODY)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Payload::Buffered(collected.to_bytes()))
+        let mut frames: Vec<Frame<Bytes>> = Vec::new();
+        let mut size = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BadBody(e.to_string()))?;
+            size += frame.data_ref().map(|d| d.len()).unwrap_or(0);
+            let trailers = frame.is_trailers();
+            frames.push(frame);
+            if size > MAX_REPLAY_BODY || trailers {
+                // Too large (or carrying trailers) to hold: send what was read, then the rest.
+                let read = futures::stream::iter(frames.into_iter().map(Ok::<_, body::BoxError>));
+                let rest = BodyStream::new(body::incoming(body));
+                return Ok(Payload::Stream(Some(
+                    StreamBody::new(read.chain(rest)).boxed_unsync(),
+                )));
+            }
+        }
+        let mut bytes = bytes::BytesMut::with_capacity(size);
+        for f in frames {
+            if let Ok(data) = f.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(Payload::Buffered(bytes.freeze()))
     }
 
     fn replayable(&self) -> bool {
@@ -162,7 +177,7 @@ impl Payload {
     fn take(&mut self) -> Body {
         match self {
             Payload::Buffered(b) => body::full(b.clone()),
-            Payload::Stream(s) => s.take().map(body::incoming).unwrap_or_else(body::empty),
+            Payload::Stream(s) => s.take().unwrap_or_else(body::empty),
         }
     }
 }

@@ -2,6 +2,9 @@
 //! real pilot ADS server in process (config published straight into its cache), and the real
 //! proxy with an explicit upstream port for the service under test.
 
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
 use graymesh_model::{build_config_set, parse_str};
 use graymesh_proxy::run::{run, ProxyOptions};
 use graymesh_sources::RegistrySnapshot;

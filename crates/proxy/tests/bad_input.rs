@@ -1,0 +1,113 @@
+//! Hostile and malformed HTTP/1 requests against the proxy: refused (400/431) and never
+//! forwarded, or — for Content-Length with Transfer-Encoding — re-framed so the upstream can never
+//! read the request differently than the proxy did.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
+mod mesh;
+
+use mesh::{app, free_addr, mesh_yaml, Pilot, Proxy};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// Send raw bytes, return everything the proxy answers until it closes (or 3 s pass).
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn setup() -> (graymesh_testkit::FakeAppHandle, Pilot, Proxy) {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    (v1, pilot, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_and_never_forwarded() {
+    let (v1, _pilot, proxy) = setup().await;
+    let addr = proxy.upstream;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("invalid chunk size", b"POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("two different Content-Lengths", b"POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), "HTTP/1.1 400"),
+        ("chunked not the final encoding", b"POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("Transfer-Encoding in HTTP/1.0", b"POST / HTTP/1.0\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("a 70 KiB header", [b"GET / HTTP/1.1\r\nHost: r\r\nX-Big: ".to_vec(), vec![b'a'; 70 * 1024], b"\r\n\r\n".to_vec()].concat(), "HTTP/1.1 431"),
+        ("120 headers", [b"GET / HTTP/1.1\r\nHost: r\r\n".to_vec(), (0..120).flat_map(|i| format!("X-H{i}: 1\r\n").into_bytes()).collect(), b"\r\n".to_vec()].concat(), "HTTP/1.1 431"),
+    ];
+    for (name, request, expected) in cases {
+        let answer = tokio::task::spawn_blocking(move || raw(addr, &request))
+            .await
+            .unwrap();
+        assert!(answer.starts_with(expected), "{name}: {answer:?}");
+    }
+    assert_eq!(v1.requests().total, 0, "nothing malformed reached the app");
+
+    // The same proxy still serves a well-formed request.
+    let ok = tokio::task::spawn_blocking(move || {
+        raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let (v1, _pilot, proxy) = setup().await;
+    let addr = proxy.upstream;
+    // Classic CL.TE: a front end honouring Content-Length would pass the tail on as part of this
+    // request's body, and a back end honouring chunked would see a second, smuggled request.
+    let attack = b"POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: r\r\n\r\n";
+    let answer = tokio::task::spawn_blocking(move || raw(addr, attack))
+        .await
+        .unwrap();
+    // The proxy reads the body as chunked (empty) and re-frames what it forwards: the app sees a
+    // POST with an empty body; the tail is a request of its own, routed by the proxy like any other.
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answer.contains("\"method\":\"POST\"") && answer.contains("\"body_len\":0"),
+        "the POST arrived with an empty body: {answer:?}"
+    );
+    assert!(
+        !answer.contains("\"body_len\":48"),
+        "the tail never became the POST's body: {answer:?}"
+    );
+    assert!(
+        v1.requests().total <= 2,
+        "at most the two requests the proxy itself parsed"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let (_v1, _pilot, proxy) = setup().await;
+    let addr = proxy.upstream;
+    let started = std::time::Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: r\r\n").unwrap(); // no final CRLF, ever
+        let mut buf = [0u8; 512];
+        s.read(&mut buf)
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}: {closed:?}"
+    );
+    proxy.stop().await;
+}
