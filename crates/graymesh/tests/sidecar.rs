@@ -1,0 +1,204 @@
+//! Sidecars as users run them: `graymesh pilot`, a sidecar `graymesh proxy` fronting an app (it
+//! registers the app with pilot and serves the inbound port), and a client-side proxy whose
+//! explicit upstream port reaches that app. SIGTERM deregisters and exits promptly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
+use graymesh_testkit::{FakeApp, Http1Client};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
+
+fn free() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String]) -> Process {
+    Process(
+        Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn registered(client: &Http1Client, pilot_http: SocketAddr) -> Vec<String> {
+    let Ok(reply) = client
+        .get(&format!("http://{pilot_http}/v1/registry/instances"), &[])
+        .await
+    else {
+        return Vec::new();
+    };
+    let list: serde_json::Value = reply.json().unwrap_or_default();
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("graymesh-sidecar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("reviews.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v2, labels: {version: v2}}]\n",
+    )
+    .unwrap();
+    let (xds, pilot_http) = (free(), free());
+    let _pilot = spawn(&[
+        "pilot".into(),
+        "--config-dir".into(),
+        dir.display().to_string(),
+        "--xds-addr".into(),
+        xds.to_string(),
+        "--http-addr".into(),
+        pilot_http.to_string(),
+    ]);
+    let app = FakeApp::builder()
+        .service("reviews")
+        .version("v2")
+        .start()
+        .await
+        .unwrap();
+    let http = Http1Client::new().with_timeout(Duration::from_secs(2));
+    eventually(Duration::from_secs(20), "pilot ready", || async {
+        http.get(&format!("http://{pilot_http}/ready"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+
+    let (inbound, sidecar_admin, sidecar_out) = (free(), free(), free());
+    let mut sidecar = spawn(
+        &[
+            "proxy",
+            "--pilot",
+            &xds.to_string(),
+            "--node-id",
+            "reviews-v2-1",
+            "--service",
+            "reviews",
+            "--service-version",
+            "v2",
+            "--app-port",
+            &app.addr().port().to_string(),
+            "--service-port",
+            "9080",
+            "--inbound-port",
+            &inbound.port().to_string(),
+            "--outbound-addr",
+            &sidecar_out.to_string(),
+            "--admin-addr",
+            &sidecar_admin.to_string(),
+            "--registry",
+            &format!("http://{pilot_http}"),
+            "--health-path",
+            "/healthz",
+            "--concurrency",
+            "1",
+        ]
+        .map(String::from),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the app to be registered",
+        || async { registered(&http, pilot_http).await == ["reviews-v2-1"] },
+    )
+    .await;
+
+    let (upstream, client_admin, client_out) = (free(), free(), free());
+    let _client = spawn(
+        &[
+            "proxy",
+            "--pilot",
+            &xds.to_string(),
+            "--node-id",
+            "productpage-1",
+            "--no-register",
+            "--concurrency",
+            "1",
+            "--upstream",
+            &format!("reviews:9080={upstream}"),
+            "--outbound-addr",
+            &client_out.to_string(),
+            "--admin-addr",
+            &client_admin.to_string(),
+        ]
+        .map(String::from),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "a request through both proxies",
+        || async {
+            http.get(&format!("http://{upstream}/reviews/1"), &[])
+                .await
+                .is_ok_and(|r| r.status == 200 && r.version.as_deref() == Some("v2"))
+        },
+    )
+    .await;
+    assert!(app.requests().total >= 1);
+    let metrics = http
+        .get(&format!("http://{sidecar_admin}/metrics"), &[])
+        .await
+        .unwrap()
+        .text();
+    assert!(metrics.contains("direction=\"inbound\",destination_service=\"reviews\",destination_version=\"v2\",response_code=\"200\""), "{metrics}");
+
+    // SIGTERM: deregistered at once (not after the TTL) and the process exits within its drain bound.
+    let stopped = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &sidecar.0.id().to_string()])
+        .status()
+        .unwrap();
+    eventually(Duration::from_secs(3), "deregistration", || async {
+        registered(&http, pilot_http).await.is_empty()
+    })
+    .await;
+    let status = loop {
+        if let Some(status) = sidecar.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(12),
+            "sidecar still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
