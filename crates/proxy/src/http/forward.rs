@@ -48,6 +48,9 @@ pub async fn forward(
         );
     };
     let hash = hash_key(&f.hash, &parts, peer);
+    if super::upgrade::is_upgrade(&parts) {
+        return super::upgrade::tunnel(core, spec, &state, parts, hash).await;
+    }
     let replay = f.retry.is_some() || !f.mirrors.is_empty();
     let mut payload = match Payload::new(body, grpc, replay).await {
         Ok(p) => p,

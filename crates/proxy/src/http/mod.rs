@@ -5,6 +5,7 @@
 pub mod body;
 mod forward;
 mod select;
+mod upgrade;
 
 pub use select::route as select_route;
 
@@ -53,8 +54,8 @@ pub struct ProxyCore {
     pub table: ArcSwap<RouteTable>,
     pub upstreams: Upstreams,
     pub metrics: ProxyMetrics,
-    h1: Client<HttpConnector, Body>,
-    h2: Client<HttpConnector, Body>,
+    pub(crate) h1: Client<HttpConnector, Body>,
+    pub(crate) h2: Client<HttpConnector, Body>,
 }
 
 impl ProxyCore {

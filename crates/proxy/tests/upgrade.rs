@@ -1,0 +1,97 @@
+//! `Upgrade:` requests (WebSocket and others) become a byte tunnel through the proxy once the
+//! upstream switches protocols.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
+mod mesh;
+
+use mesh::{free_addr, Pilot, Proxy, HOST};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// An upstream that answers any upgrade request with 101 and then echoes bytes back upper-cased.
+async fn upgrade_echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                let mut upgrade = false;
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).await.unwrap();
+                    upgrade |= line.to_ascii_lowercase().starts_with("upgrade: echo");
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut stream = reader.into_inner();
+                if !upgrade {
+                    stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                    return;
+                }
+                stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n").await.unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    stream
+                        .write_all(&buf[..n].to_ascii_uppercase())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_tunnelled_both_ways() {
+    let echo = upgrade_echo_server().await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
+        echo.port()
+    );
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.upstream)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(client);
+    let mut status = String::new();
+    reader.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status:?}");
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+    }
+    let mut client = reader.into_inner();
+    for message in ["hello", "second frame"] {
+        client.write_all(message.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; message.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_exact(&mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(buf, message.to_ascii_uppercase().as_bytes());
+    }
+    proxy.stop().await;
+}
