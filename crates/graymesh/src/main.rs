@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli_http;
+mod gateway;
 mod pilot;
 mod proxy;
 mod proxy_status;
@@ -29,6 +30,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Run a sidecar proxy: explicit local ports for upstreams, an inbound port fronting the app.
     Proxy(Box<proxy::ProxyArgs>),
+    /// Run an ingress gateway: serve the Gateways selecting its labels, routed by their VirtualServices.
+    Gateway(gateway::GatewayArgs),
     /// Show the xDS clients connected to a pilot and what each has ACKed or NACKed.
     ProxyStatus(proxy_status::ProxyStatusArgs),
 }
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
         Command::Proxy(args) => {
             init_logging();
             proxy::run(*args)
+        }
+        Command::Gateway(args) => {
+            init_logging();
+            gateway::run(args)
         }
     }
 }

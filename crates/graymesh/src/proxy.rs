@@ -89,15 +89,7 @@ fn options(args: ProxyArgs) -> Result<ProxyOptions, String> {
         .iter()
         .map(|u| normalize_upstream(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let labels = args
-        .labels
-        .iter()
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| format!("--label {l:?}: expected KEY=VALUE"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let labels = parse_labels(&args.labels)?;
     let first_pilot_host = args
         .pilot
         .first()
@@ -132,19 +124,38 @@ fn options(args: ProxyArgs) -> Result<ProxyOptions, String> {
         health_path: args.health_path,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         labels,
+        gateway: false,
+        gateway_addr: [127, 0, 0, 1].into(),
     })
 }
 
+/// `--label KEY=VALUE` flags.
+pub(crate) fn parse_labels(flags: &[String]) -> Result<Vec<(String, String)>, String> {
+    flags
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--label {l:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
 pub fn run(args: ProxyArgs) -> ExitCode {
-    let threads = args
-        .concurrency
+    let concurrency = args.concurrency;
+    run_with(options(args), concurrency)
+}
+
+/// Run the proxy (sidecar or gateway) on its own runtime until SIGTERM or Ctrl-C.
+pub(crate) fn run_with(opts: Result<ProxyOptions, String>, concurrency: Option<usize>) -> ExitCode {
+    let threads = concurrency
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
         .max(1);
-    let opts = match options(args) {
+    let opts = match opts {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");

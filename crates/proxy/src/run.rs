@@ -1,5 +1,5 @@
-//! Running a sidecar: wire the xDS client, the config store, the listeners, the admin port and the
-//! registration together, and shut down gracefully on SIGTERM.
+//! Running a sidecar or a gateway: wire the xDS client, the config store, the listeners, the admin
+//! port and the registration together, and shut down gracefully on SIGTERM.
 
 use crate::admin::Admin;
 use crate::config::ConfigStore;
@@ -44,6 +44,10 @@ pub struct ProxyOptions {
     pub health_path: Option<String>,
     pub drain_timeout: Duration,
     pub labels: Vec<(String, String)>,
+    /// Ask pilot for the gateway role (`ROLE: gateway`): listeners for the servers of the
+    /// Gateways selecting `labels`, bound on `gateway_addr` (`GATEWAY_ADDR`).
+    pub gateway: bool,
+    pub gateway_addr: std::net::IpAddr,
 }
 
 /// Run until `shutdown` resolves; then deregister and drain.
@@ -166,9 +170,17 @@ fn node(opts: &ProxyOptions) -> Node {
             kind: Some(Kind::ListValue(ListValue { values: ups })),
         },
     );
+    let mut user_agent = "graymesh-proxy";
+    if opts.gateway {
+        fields.insert("ROLE".to_string(), string("gateway"));
+        let addr = opts.gateway_addr.to_string();
+        fields.insert("GATEWAY_ADDR".to_string(), string(&addr));
+        // Shown by proxy-status; pilot reads the role from ROLE only.
+        user_agent = "graymesh-gateway";
+    }
     Node {
         id: opts.node_id.clone(),
-        user_agent_name: "graymesh-proxy".into(),
+        user_agent_name: user_agent.into(),
         metadata: Some(Struct { fields }),
         ..Default::default()
     }

@@ -12,6 +12,16 @@ pub enum NodeKind {
     ProxylessGrpc,
     /// A sidecar proxy (graymesh proxy or Envoy): real listeners on local ports.
     Sidecar,
+    /// An ingress (or east-west) gateway: listeners for the servers of the Gateway objects whose
+    /// selector its labels match, routed by the VirtualServices bound to those Gateways.
+    Gateway,
+}
+
+impl NodeKind {
+    /// A proxy that resolves DNS itself and serves real listeners (not a gRPC library).
+    pub fn is_proxy(self) -> bool {
+        self != NodeKind::ProxylessGrpc
+    }
 }
 
 /// An explicit outbound port a sidecar declares: calls to `bind` go to `host:port`.
@@ -33,6 +43,8 @@ pub struct ProxyClass {
     /// Where a sidecar wants its catch-all outbound listener (`OUTBOUND_ADDR`, `ip:port`);
     /// `None` means the default 127.0.0.1:15001.
     pub outbound_addr: Option<(String, u32)>,
+    /// The IP a gateway's listeners bind (`GATEWAY_ADDR`); `None` means 127.0.0.1.
+    pub gateway_addr: Option<String>,
 }
 
 impl ProxyClass {
@@ -43,6 +55,7 @@ impl ProxyClass {
             labels: BTreeMap::new(),
             upstreams: Vec::new(),
             outbound_addr: None,
+            gateway_addr: None,
         }
     }
 
@@ -53,9 +66,20 @@ impl ProxyClass {
         }
     }
 
+    pub fn gateway(namespace: &str, labels: BTreeMap<String, String>) -> Self {
+        Self {
+            kind: NodeKind::Gateway,
+            labels,
+            ..Self::proxyless(namespace)
+        }
+    }
+
     /// Classify a node. Metadata keys follow Istio's: `NAMESPACE`, `LABELS`, `GENERATOR`
     /// (`grpc` for proxyless), plus graymesh's `UPSTREAMS` (`host:port=ip:port`, comma separated
-    /// or a list). gRPC libraries announce themselves in `user_agent_name`.
+    /// or a list), `OUTBOUND_ADDR`, and `ROLE: gateway` with `GATEWAY_ADDR` (an IP) for a
+    /// gateway. gRPC libraries announce themselves in `user_agent_name`. The role is read from
+    /// metadata only, never from the user agent, so an Envoy (whose user agent is always
+    /// `envoy`) can be a gateway too.
     pub fn from_node(node: &Node) -> Self {
         let meta = node.metadata.as_ref();
         let generator = meta
@@ -91,8 +115,17 @@ impl ProxyClass {
                     ))
                 })
             });
+        let gateway = meta
+            .and_then(|m| string_field(m, "ROLE"))
+            .is_some_and(|r| r.eq_ignore_ascii_case("gateway"));
+        let gateway_addr = meta
+            .and_then(|m| string_field(m, "GATEWAY_ADDR"))
+            .map(|ip| ip.trim_matches(|c| c == '[' || c == ']').to_string())
+            .filter(|ip| !ip.is_empty());
         let kind = if proxyless {
             NodeKind::ProxylessGrpc
+        } else if gateway {
+            NodeKind::Gateway
         } else {
             NodeKind::Sidecar
         };
@@ -102,6 +135,7 @@ impl ProxyClass {
             labels,
             upstreams,
             outbound_addr,
+            gateway_addr,
         }
     }
 }
@@ -202,6 +236,34 @@ mod tests {
         assert_eq!(class.upstreams.len(), 2);
         assert_eq!(class.upstreams[1].host, "reviews");
         assert_eq!(class.upstreams[1].bind_port, 19080);
+    }
+
+    #[test]
+    fn gateway_role_and_labels_are_read() {
+        let mut labels = std::collections::HashMap::new();
+        labels.insert("istio".to_string(), string("ingressgateway"));
+        let mut fields = std::collections::HashMap::new();
+        fields.insert("ROLE".to_string(), string("gateway"));
+        fields.insert("GATEWAY_ADDR".to_string(), string("127.0.0.2"));
+        fields.insert(
+            "LABELS".to_string(),
+            Value {
+                kind: Some(PbKind::StructValue(Struct { fields: labels })),
+            },
+        );
+        let node = Node {
+            id: "ingress-1".into(),
+            user_agent_name: "envoy".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        };
+        let class = ProxyClass::from_node(&node);
+        assert_eq!(class.kind, NodeKind::Gateway);
+        assert_eq!(class.gateway_addr.as_deref(), Some("127.0.0.2"));
+        assert_eq!(
+            class.labels.get("istio").map(String::as_str),
+            Some("ingressgateway")
+        );
     }
 
     #[test]

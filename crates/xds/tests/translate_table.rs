@@ -3,8 +3,9 @@
 //! Every directory under `tests/translate/` is one case:
 //!
 //! - `input.yaml`: the Istio objects (parsed and validated as pilot does);
-//! - `node.json` (optional): the asking node, `{"kind": "proxyless" | "sidecar", "namespace",
-//!   "labels", "upstreams": ["reviews:9080=127.0.0.1:19080"]}`; proxyless in `default` if absent;
+//! - `node.json` (optional): the asking node, `{"kind": "proxyless" | "sidecar" | "gateway",
+//!   "namespace", "labels", "upstreams": ["reviews:9080=127.0.0.1:19080"], "gateway_addr"}`;
+//!   proxyless in `default` if absent;
 //! - `registrations.json` (optional): run-time registrations (`graymesh_sources::Registration`);
 //! - `expected.json`: the whole translation as `graymesh_xds::json::translation` renders it.
 //!
@@ -42,6 +43,11 @@ const NAMED_CASES: &[&str] = &[
     "dns-resolution",
     "dns-resolution-proxyless",
     "wildcard-destination-rule",
+    "gateway-selector-match",
+    "gateway-selector-mismatch",
+    "gateway-servers-share-port",
+    "gateway-namespaced-binding",
+    "gateway-server-hosts",
 ];
 
 #[test]
@@ -94,6 +100,7 @@ fn blessing() -> bool {
 enum NodeKindSpec {
     Proxyless,
     Sidecar,
+    Gateway,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +113,9 @@ struct NodeSpec {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     upstreams: Vec<String>,
+    /// A gateway's `GATEWAY_ADDR`.
+    #[serde(default)]
+    gateway_addr: Option<String>,
 }
 
 fn default_namespace() -> String {
@@ -158,8 +168,10 @@ fn node_class(path: &Path) -> Result<ProxyClass, String> {
     let mut class = match spec.kind {
         NodeKindSpec::Proxyless => ProxyClass::proxyless(&spec.namespace),
         NodeKindSpec::Sidecar => ProxyClass::sidecar(&spec.namespace),
+        NodeKindSpec::Gateway => ProxyClass::gateway(&spec.namespace, BTreeMap::new()),
     };
     class.labels = spec.labels;
+    class.gateway_addr = spec.gateway_addr;
     for text in &spec.upstreams {
         let upstream = graymesh_xds::node::parse_upstream(text)
             .ok_or_else(|| format!("node.json: bad upstream {text:?}"))?;

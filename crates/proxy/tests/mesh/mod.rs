@@ -84,7 +84,8 @@ impl Pilot {
 }
 
 pub struct Proxy {
-    /// The explicit outbound port for `reviews:9080`.
+    /// Where tests send traffic: the explicit outbound port for `reviews:9080`, or a gateway's
+    /// server port.
     pub upstream: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -111,7 +112,40 @@ impl Proxy {
             health_path: None,
             drain_timeout: Duration::from_secs(2),
             labels: Vec::new(),
+            gateway: false,
+            gateway_addr: [127, 0, 0, 1].into(),
         };
+        Self::spawn(opts, upstream).await
+    }
+
+    /// A gateway labelled `istio=ingressgateway` with no upstreams; ready once `server` (the
+    /// address of a Gateway server in the config pilot serves) accepts connections.
+    pub async fn start_gateway(pilots: Vec<SocketAddr>, server: SocketAddr) -> Self {
+        let opts = ProxyOptions {
+            pilots: pilots.iter().map(|a| a.to_string()).collect(),
+            node_id: format!("test-gateway-{}", server.port()),
+            namespace: "default".into(),
+            service: None,
+            service_version: None,
+            app: None,
+            service_port: None,
+            inbound: free_addr(),
+            upstreams: Vec::new(),
+            outbound: free_addr(),
+            admin: free_addr(),
+            registry_url: None,
+            registration_ttl: Duration::from_secs(10),
+            health_path: None,
+            drain_timeout: Duration::from_secs(2),
+            labels: vec![("istio".into(), "ingressgateway".into())],
+            gateway: true,
+            gateway_addr: server.ip(),
+        };
+        Self::spawn(opts, server).await
+    }
+
+    async fn spawn(opts: ProxyOptions, upstream: SocketAddr) -> Self {
+        let admin = opts.admin;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(opts, async move {
             let _ = stopped.await;

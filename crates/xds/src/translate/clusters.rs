@@ -106,8 +106,8 @@ fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Ser
         service.resolution,
         Resolution::Dns | Resolution::DnsRoundRobin
     );
-    if dns && ctx.class.kind == NodeKind::Sidecar {
-        // Sidecars resolve DNS names themselves; proxyless clients only accept EDS.
+    if dns && ctx.class.kind.is_proxy() {
+        // Sidecars and gateways resolve DNS names themselves; proxyless clients only accept EDS.
         cluster.cluster_discovery_type =
             Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
         let port = port_of(&name);
@@ -162,7 +162,7 @@ fn apply_lb(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>, kind: Node
     cluster.lb_policy = match lb.simple {
         Some(SimpleLb::LeastRequest) => LbPolicy::LeastRequest as i32,
         // gRPC clients support only round robin, least request and ring hash.
-        Some(SimpleLb::Random) if kind == NodeKind::Sidecar => LbPolicy::Random as i32,
+        Some(SimpleLb::Random) if kind.is_proxy() => LbPolicy::Random as i32,
         _ => LbPolicy::RoundRobin as i32,
     };
 }

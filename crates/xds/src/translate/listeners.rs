@@ -1,7 +1,7 @@
 //! Listeners. Proxyless gRPC clients get API listeners named exactly as they ask (`host:port`,
 //! plus the short names a client in the node's namespace may dial); sidecars get real listeners
 //! on the local ports they declared (`--upstream`) and the catch-all outbound port that routes by
-//! Host.
+//! Host. Gateways' listeners are built in `gateway.rs` with the same connection manager.
 
 use super::routes::{virtual_host, FAULT_FILTER};
 use super::{pb, Context, Translation};
@@ -105,7 +105,7 @@ fn listener_names(ctx: &Context<'_>, host: &str, namespace: &str, port: u32) -> 
     names
 }
 
-fn uses_fault(routes: &[RouteConfiguration], name: &str) -> bool {
+pub(super) fn uses_fault(routes: &[RouteConfiguration], name: &str) -> bool {
     routes
         .iter()
         .filter(|r| r.name == name)
@@ -114,7 +114,7 @@ fn uses_fault(routes: &[RouteConfiguration], name: &str) -> bool {
         .any(|r| r.typed_per_filter_config.contains_key(FAULT_FILTER))
 }
 
-fn hcm(route_name: &str, with_fault: bool) -> HttpConnectionManager {
+pub(super) fn hcm(route_name: &str, with_fault: bool) -> HttpConnectionManager {
     let mut http_filters = Vec::new();
     if with_fault {
         http_filters.push(HttpFilter {
@@ -141,7 +141,7 @@ fn hcm(route_name: &str, with_fault: bool) -> HttpConnectionManager {
     }
 }
 
-fn tcp_listener(ip: &str, port: u32, hcm: &HttpConnectionManager) -> Listener {
+pub(super) fn tcp_listener(ip: &str, port: u32, hcm: &HttpConnectionManager) -> Listener {
     Listener {
         name: format!("{ip}_{port}"),
         address: Some(pb::socket_address(ip, port)),

@@ -2,10 +2,12 @@
 //! registry snapshot and the asking node's class.
 //!
 //! Names follow Istio's: clusters `outbound|<port>|<subset>|<host>`, route configurations and
-//! proxyless listeners `<host>:<port>`, sidecar listeners `<ip>_<port>`.
+//! proxyless listeners `<host>:<port>`, sidecar and gateway listeners `<ip>_<port>`, gateway
+//! route configurations `http.<port>`.
 
 mod clusters;
 mod endpoints;
+mod gateway;
 mod listeners;
 pub(crate) mod pb;
 mod routes;
@@ -55,6 +57,13 @@ pub fn translate(
     match class.kind {
         NodeKind::ProxylessGrpc => listeners::proxyless(&ctx, &mut out),
         NodeKind::Sidecar => listeners::sidecar(&ctx, &mut out),
+        NodeKind::Gateway => {
+            gateway::gateway(&ctx, &mut out);
+            // A gateway that also calls services through explicit ports is a sidecar for those.
+            if !class.upstreams.is_empty() {
+                listeners::sidecar(&ctx, &mut out);
+            }
+        }
     }
     out
 }

@@ -47,7 +47,7 @@ pub fn virtual_host(ctx: &Context<'_>, service: &Service, port: u32) -> VirtualH
     let mut routes: Vec<Route> = ctx
         .virtual_services(&service.host)
         .iter()
-        .flat_map(|vs| vs_routes(ctx, vs, service, port))
+        .flat_map(|vs| vs_routes(ctx, vs, Some(&service.host), port))
         .collect();
     if routes.is_empty() {
         routes.push(default_route(ctx, &service.host, port));
@@ -99,10 +99,13 @@ fn default_route(ctx: &Context<'_>, host: &str, port: u32) -> Route {
     }
 }
 
-fn vs_routes(
+/// The Envoy routes of a VirtualService's `http` routes that apply on `port`. `routed_host` is the
+/// service the routes serve (a sidecar's virtual host), `None` at a gateway, where `port` is the
+/// gateway server's port.
+pub(super) fn vs_routes(
     ctx: &Context<'_>,
     vs: &Resource<VirtualService>,
-    service: &Service,
+    routed_host: Option<&str>,
     port: u32,
 ) -> Vec<Route> {
     let mut out = Vec::new();
@@ -120,7 +123,7 @@ fn vs_routes(
             if !applies(ctx, m, port) {
                 continue;
             }
-            out.push(route(ctx, vs, http, m, &name, service, port));
+            out.push(route(ctx, vs, http, m, &name, routed_host, port));
         }
     }
     out
@@ -138,7 +141,7 @@ fn route(
     http: &HttpRoute,
     m: Option<&HttpMatchRequest>,
     name: &str,
-    service: &Service,
+    routed_host: Option<&str>,
     port: u32,
 ) -> Route {
     let mut r = Route {
@@ -181,7 +184,7 @@ fn route(
     }
     r.action = Some(match &http.redirect {
         Some(redirect) => Action::Redirect(redirect_action(redirect)),
-        None => Action::Route(route_action(ctx, vs, http, &live, service, port)),
+        None => Action::Route(route_action(ctx, vs, http, &live, routed_host, port)),
     });
     r
 }
@@ -280,7 +283,7 @@ fn route_action(
     vs: &Resource<VirtualService>,
     http: &HttpRoute,
     live: &[&HttpRouteDestination],
-    service: &Service,
+    routed_host: Option<&str>,
     port: u32,
 ) -> RouteAction {
     let ns = &vs.meta.namespace;
@@ -289,7 +292,7 @@ fn route_action(
             ctx,
             &live[0].destination,
             ns,
-            service,
+            routed_host,
             port,
         ))
     } else {
@@ -298,7 +301,7 @@ fn route_action(
                 .iter()
                 .map(|d| {
                     let mut cw = ClusterWeight {
-                        name: destination_cluster(ctx, &d.destination, ns, service, port),
+                        name: destination_cluster(ctx, &d.destination, ns, routed_host, port),
                         weight: Some(pb::u32v(d.weight.unwrap_or(0))),
                         ..Default::default()
                     };
@@ -346,7 +349,7 @@ fn route_action(
     }
     if let Some(mirror) = &http.mirror {
         action.request_mirror_policies.push(RequestMirrorPolicy {
-            cluster: destination_cluster(ctx, mirror, ns, service, port),
+            cluster: destination_cluster(ctx, mirror, ns, routed_host, port),
             runtime_fraction: Some(
                 envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent {
                     default_value: Some(pb::percent(
@@ -422,17 +425,18 @@ fn split_retry_on(text: &str) -> (String, Vec<u32>) {
 }
 
 /// The cluster a destination names. Without a port: the routed port when the destination is the
-/// routed service, else the destination's only port (Istio's rule).
+/// routed service, else the destination's only port, else the routed (or gateway) port (Istio's
+/// rule).
 fn destination_cluster(
     ctx: &Context<'_>,
     d: &Destination,
     ns: &str,
-    current: &Service,
+    routed_host: Option<&str>,
     port: u32,
 ) -> String {
     let host = ctx.config.resolve_host(&d.host, ns);
     let dest_port = d.port.map(|p| p.number).unwrap_or_else(|| {
-        if host == current.host {
+        if Some(host.as_str()) == routed_host {
             port
         } else {
             ctx.registry
