@@ -5,19 +5,15 @@
 //! of those that disappeared; a subscribed name that does not exist is reported as removed once,
 //! so the client stops waiting for it.
 
-use crate::cache::Generation;
-use crate::metrics::{TypeLabel, XdsMetrics};
-use crate::node::ProxyClass;
-use crate::status::{ClientHandle, SyncStatus};
+use super::stream::{Closed, Protocol, StreamCtx};
+use crate::metrics::TypeLabel;
 use crate::types::TypeUrl;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -31,69 +27,12 @@ struct TypeState {
 }
 
 pub(super) struct DeltaStream {
-    generations: watch::Receiver<Arc<Generation>>,
-    generation: Arc<Generation>,
-    class: ProxyClass,
-    handle: ClientHandle,
-    status: SyncStatus,
-    metrics: XdsMetrics,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ctx: StreamCtx<DeltaDiscoveryResponse>,
     types: HashMap<TypeUrl, TypeState>,
-    nonce_counter: u64,
 }
 
-struct Closed;
-
 impl DeltaStream {
-    pub fn new(
-        mut generations: watch::Receiver<Arc<Generation>>,
-        class: ProxyClass,
-        handle: ClientHandle,
-        status: SyncStatus,
-        metrics: XdsMetrics,
-        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) -> Self {
-        let generation = generations.borrow_and_update().clone();
-        Self {
-            generations,
-            generation,
-            class,
-            handle,
-            status,
-            metrics,
-            tx,
-            types: HashMap::new(),
-            nonce_counter: 0,
-        }
-    }
-
-    pub async fn run(
-        mut self,
-        first: DeltaDiscoveryRequest,
-        mut inbound: Streaming<DeltaDiscoveryRequest>,
-    ) {
-        if self.on_request(first).await.is_err() {
-            return;
-        }
-        loop {
-            let step = tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req).await,
-                    _ => Err(Closed),
-                },
-                changed = self.generations.changed() => match changed {
-                    Ok(()) => self.on_generation().await,
-                    Err(_) => Err(Closed),
-                },
-            };
-            if step.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn on_generation(&mut self) -> Result<(), Closed> {
-        self.generation = self.generations.borrow_and_update().clone();
+    async fn push_changes(&mut self) -> Result<(), Closed> {
         for t in TypeUrl::ALL {
             if self.types.contains_key(&t) {
                 self.push(t, false).await?;
@@ -102,7 +41,7 @@ impl DeltaStream {
         Ok(())
     }
 
-    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Closed> {
+    async fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> Result<(), Closed> {
         let Some(t) = TypeUrl::parse(&req.type_url) else {
             return Ok(());
         };
@@ -144,8 +83,9 @@ impl DeltaStream {
         } else {
             state.names.iter().cloned().collect()
         };
-        self.status
-            .update(self.handle.id, t.as_str(), |s| s.subscribed = described);
+        self.ctx
+            .status
+            .update(self.ctx.handle.id, t.as_str(), |s| s.subscribed = described);
         self.push(t, first).await
     }
 
@@ -158,20 +98,22 @@ impl DeltaStream {
         };
         match &req.error_detail {
             Some(err) => {
-                self.metrics
+                self.ctx
+                    .metrics
                     .nacks
                     .get_or_create(&TypeLabel::new(t.short()))
                     .inc();
                 tracing::warn!(type_url = t.short(), error = %err.message, "client rejected (NACKed) a delta push");
-                self.status.update(self.handle.id, t.as_str(), |s| {
+                self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
                     s.nack = Some(err.message.clone())
                 });
             }
             None => {
-                self.metrics
+                self.ctx
+                    .metrics
                     .ack_latency
                     .observe(sent_at.elapsed().as_secs_f64());
-                self.status.update(self.handle.id, t.as_str(), |s| {
+                self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
                     s.acked_version = version;
                     s.acked_nonce = req.response_nonce.clone();
                     s.nack = None;
@@ -181,7 +123,7 @@ impl DeltaStream {
     }
 
     async fn push(&mut self, t: TypeUrl, force: bool) -> Result<(), Closed> {
-        let resources = self.generation.resources(&self.class).await;
+        let resources = self.ctx.generation.resources(&self.ctx.class).await;
         let all = resources.of(t);
         let Some(state) = self.types.get_mut(&t) else {
             return Ok(());
@@ -222,9 +164,8 @@ impl DeltaStream {
         for name in &removed {
             state.sent.remove(name);
         }
-        self.nonce_counter += 1;
-        let nonce = self.nonce_counter.to_string();
-        let version = self.generation.version.to_string();
+        let nonce = self.ctx.next_nonce();
+        let version = self.ctx.generation.version.to_string();
         state
             .in_flight
             .insert(nonce.clone(), (version.clone(), Instant::now()));
@@ -245,19 +186,53 @@ impl DeltaStream {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        self.metrics
+        self.ctx
+            .metrics
             .pushes
             .get_or_create(&TypeLabel::new(t.short()))
             .inc();
-        self.metrics
+        self.ctx
+            .metrics
             .push_latency
-            .observe(self.generation.created.elapsed().as_secs_f64());
-        self.status.update(self.handle.id, t.as_str(), |s| {
+            .observe(self.ctx.generation.created.elapsed().as_secs_f64());
+        self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
             s.sent_version = version;
             s.sent_nonce = nonce;
             s.resources_sent = held;
             s.pushes += 1;
         });
-        self.tx.send(Ok(response)).await.map_err(|_| Closed)
+        self.ctx.send(response).await
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<Node> {
+        req.node.clone()
+    }
+
+    fn new(ctx: StreamCtx<DeltaDiscoveryResponse>) -> Self {
+        Self {
+            ctx,
+            types: HashMap::new(),
+        }
+    }
+
+    fn ctx(&mut self) -> &mut StreamCtx<DeltaDiscoveryResponse> {
+        &mut self.ctx
+    }
+
+    fn on_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+    ) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
+        self.handle_request(req)
+    }
+
+    fn on_generation(&mut self) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
+        self.push_changes()
     }
 }

@@ -7,6 +7,7 @@
 
 mod delta;
 mod sotw;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use std::collections::BTreeMap;
+use stream::{Protocol, StreamCtx};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -103,61 +105,39 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = peer(&request);
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let this = self.clone();
-        // Answer with headers at once: some clients send their first request only after that.
-        tokio::spawn(async move {
-            let mut inbound = request.into_inner();
-            let Some((first, node)) =
-                first_with_node(&mut inbound, &tx, |r: &DiscoveryRequest| r.node.clone()).await
-            else {
-                return;
-            };
-            let class = ProxyClass::from_node(&node);
-            let handle = this
-                .status
-                .connect(this.client(&node, &class, "sotw", peer));
-            tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (state of the world)");
-            let _connected = Connected::new(&this.metrics.connected_clients);
-            let stream = sotw::SotwStream::new(
-                this.cache.subscribe(),
-                class,
-                handle,
-                this.status.clone(),
-                this.metrics.clone(),
-                tx,
-            );
-            stream.run(first, inbound).await;
-            tracing::info!(node = %node.id, "xDS stream closed");
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(self.open::<sotw::SotwStream>(request))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(self.open::<delta::DeltaStream>(request))
+    }
+}
+
+impl AdsServer {
+    /// Start serving a stream in its own task and answer with headers at once: some clients send
+    /// their first request only after that.
+    fn open<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Req>>,
+    ) -> Response<ReceiverStream<Result<P::Resp, Status>>> {
         let peer = peer(&request);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let this = self.clone();
         tokio::spawn(async move {
             let mut inbound = request.into_inner();
-            let Some((first, node)) =
-                first_with_node(&mut inbound, &tx, |r: &DeltaDiscoveryRequest| {
-                    r.node.clone()
-                })
-                .await
-            else {
+            let Some((first, node)) = first_with_node(&mut inbound, &tx, P::node).await else {
                 return;
             };
             let class = ProxyClass::from_node(&node);
             let handle = this
                 .status
-                .connect(this.client(&node, &class, "delta", peer));
-            tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, "xDS stream connected (delta)");
+                .connect(this.client(&node, &class, P::NAME, peer));
+            tracing::info!(node = %node.id, kind = ?class.kind, stream = handle.id, protocol = P::NAME, "xDS stream connected");
             let _connected = Connected::new(&this.metrics.connected_clients);
-            let stream = delta::DeltaStream::new(
+            let ctx = StreamCtx::new(
                 this.cache.subscribe(),
                 class,
                 handle,
@@ -165,10 +145,10 @@ impl AggregatedDiscoveryService for AdsServer {
                 this.metrics.clone(),
                 tx,
             );
-            stream.run(first, inbound).await;
-            tracing::info!(node = %node.id, "xDS delta stream closed");
+            stream::drive(P::new(ctx), first, inbound).await;
+            tracing::info!(node = %node.id, protocol = P::NAME, "xDS stream closed");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Response::new(ReceiverStream::new(rx))
     }
 }
 

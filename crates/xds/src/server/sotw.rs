@@ -5,18 +5,15 @@
 //! the client would receive differs from what it was sent; otherwise nothing is pushed. A stale
 //! nonce (a request answering an older response) is ignored, as the protocol requires.
 
-use crate::cache::Generation;
-use crate::metrics::{TypeLabel, XdsMetrics};
-use crate::node::ProxyClass;
+use super::stream::{Closed, Protocol, StreamCtx};
+use crate::metrics::TypeLabel;
 use crate::resources::NamedResource;
-use crate::status::{ClientHandle, SyncStatus};
 use crate::types::TypeUrl;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Subscription {
@@ -51,70 +48,12 @@ struct TypeState {
 }
 
 pub(super) struct SotwStream {
-    generations: watch::Receiver<Arc<Generation>>,
-    generation: Arc<Generation>,
-    class: ProxyClass,
-    handle: ClientHandle,
-    status: SyncStatus,
-    metrics: XdsMetrics,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ctx: StreamCtx<DiscoveryResponse>,
     types: HashMap<TypeUrl, TypeState>,
-    nonce_counter: u64,
 }
 
-/// The stream ended: the client went away or stopped reading for good.
-struct Closed;
-
 impl SotwStream {
-    pub fn new(
-        mut generations: watch::Receiver<Arc<Generation>>,
-        class: ProxyClass,
-        handle: ClientHandle,
-        status: SyncStatus,
-        metrics: XdsMetrics,
-        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    ) -> Self {
-        let generation = generations.borrow_and_update().clone();
-        Self {
-            generations,
-            generation,
-            class,
-            handle,
-            status,
-            metrics,
-            tx,
-            types: HashMap::new(),
-            nonce_counter: 0,
-        }
-    }
-
-    pub async fn run(mut self, first: DiscoveryRequest, mut inbound: Streaming<DiscoveryRequest>) {
-        if self.on_request(first).await.is_err() {
-            return;
-        }
-        loop {
-            let step = tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req).await,
-                    Ok(None) => Err(Closed),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "xDS stream receive failed");
-                        Err(Closed)
-                    }
-                },
-                changed = self.generations.changed() => match changed {
-                    Ok(()) => self.on_generation().await,
-                    Err(_) => Err(Closed),
-                },
-            };
-            if step.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn on_generation(&mut self) -> Result<(), Closed> {
-        self.generation = self.generations.borrow_and_update().clone();
+    async fn push_changes(&mut self) -> Result<(), Closed> {
         for t in TypeUrl::ALL {
             if self.types.contains_key(&t) {
                 self.push(t, false).await?;
@@ -123,7 +62,7 @@ impl SotwStream {
         Ok(())
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
+    async fn handle_request(&mut self, req: DiscoveryRequest) -> Result<(), Closed> {
         let Some(t) = TypeUrl::parse(&req.type_url) else {
             tracing::debug!(type_url = %req.type_url, "ignoring request for a type graymesh does not serve");
             return Ok(());
@@ -166,8 +105,9 @@ impl SotwStream {
                 nonce: String::new(),
                 sent_at: None,
             });
-        self.status
-            .update(self.handle.id, t.as_str(), |s| s.subscribed = described);
+        self.ctx
+            .status
+            .update(self.ctx.handle.id, t.as_str(), |s| s.subscribed = described);
     }
 
     /// An ACK (no error) or a NACK (error_detail) of our latest response for `t`.
@@ -175,17 +115,20 @@ impl SotwStream {
         let label = TypeLabel::new(t.short());
         match &req.error_detail {
             Some(err) => {
-                self.metrics.nacks.get_or_create(&label).inc();
+                self.ctx.metrics.nacks.get_or_create(&label).inc();
                 tracing::warn!(type_url = t.short(), error = %err.message, "client rejected (NACKed) a push");
-                self.status.update(self.handle.id, t.as_str(), |s| {
+                self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
                     s.nack = Some(err.message.clone())
                 });
             }
             None => {
                 if let Some(at) = self.types.get(&t).and_then(|s| s.sent_at) {
-                    self.metrics.ack_latency.observe(at.elapsed().as_secs_f64());
+                    self.ctx
+                        .metrics
+                        .ack_latency
+                        .observe(at.elapsed().as_secs_f64());
                 }
-                self.status.update(self.handle.id, t.as_str(), |s| {
+                self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
                     s.acked_version = req.version_info.clone();
                     s.acked_nonce = req.response_nonce.clone();
                     s.nack = None;
@@ -196,7 +139,7 @@ impl SotwStream {
 
     /// Send `t` if anything the client would get differs from what it has (or if `force`).
     async fn push(&mut self, t: TypeUrl, force: bool) -> Result<(), Closed> {
-        let resources = self.generation.resources(&self.class).await;
+        let resources = self.ctx.generation.resources(&self.ctx.class).await;
         let Some(state) = self.types.get_mut(&t) else {
             return Ok(());
         };
@@ -208,9 +151,8 @@ impl SotwStream {
         if !force && versions == state.sent {
             return Ok(());
         }
-        self.nonce_counter += 1;
-        let nonce = self.nonce_counter.to_string();
-        let version = self.generation.version.to_string();
+        let nonce = self.ctx.next_nonce();
+        let version = self.ctx.generation.version.to_string();
         state.sent = versions;
         state.nonce = nonce.clone();
         state.sent_at = Some(Instant::now());
@@ -221,20 +163,54 @@ impl SotwStream {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        self.metrics
+        self.ctx
+            .metrics
             .pushes
             .get_or_create(&TypeLabel::new(t.short()))
             .inc();
-        self.metrics
+        self.ctx
+            .metrics
             .push_latency
-            .observe(self.generation.created.elapsed().as_secs_f64());
+            .observe(self.ctx.generation.created.elapsed().as_secs_f64());
         let count = chosen.len();
-        self.status.update(self.handle.id, t.as_str(), |s| {
+        self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
             s.sent_version = version;
             s.sent_nonce = nonce;
             s.resources_sent = count;
             s.pushes += 1;
         });
-        self.tx.send(Ok(response)).await.map_err(|_| Closed)
+        self.ctx.send(response).await
+    }
+}
+
+impl Protocol for SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<Node> {
+        req.node.clone()
+    }
+
+    fn new(ctx: StreamCtx<DiscoveryResponse>) -> Self {
+        Self {
+            ctx,
+            types: HashMap::new(),
+        }
+    }
+
+    fn ctx(&mut self) -> &mut StreamCtx<DiscoveryResponse> {
+        &mut self.ctx
+    }
+
+    fn on_request(
+        &mut self,
+        req: DiscoveryRequest,
+    ) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
+        self.handle_request(req)
+    }
+
+    fn on_generation(&mut self) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
+        self.push_changes()
     }
 }
