@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::listener::v3 as ls;
 use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::{Any, Duration};
@@ -102,6 +103,8 @@ pub fn any(a: &Any) -> Value {
             .ok()
     } else if a.type_url == fault::HttpFault::type_url() {
         fault::HttpFault::decode(bytes).map(|m| http_fault(&m)).ok()
+    } else if a.type_url == tcp::TcpProxy::type_url() {
+        tcp::TcpProxy::decode(bytes).map(|m| tcp_proxy(&m)).ok()
     } else if a.type_url == upstream_http::HttpProtocolOptions::type_url() {
         upstream_http::HttpProtocolOptions::decode(bytes)
             .map(|m| upstream_http_options(&m))
@@ -445,6 +448,20 @@ fn redirect(r: &rt::RedirectAction) -> Value {
         o = o.put("path_redirect", p.clone());
     }
     o.put("response_code", code).done()
+}
+
+fn tcp_proxy(t: &tcp::TcpProxy) -> Value {
+    use tcp::tcp_proxy::ClusterSpecifier as C;
+    let o = Obj::default().put("stat_prefix", t.stat_prefix.clone());
+    match &t.cluster_specifier {
+        Some(C::Cluster(c)) => o.put("cluster", c.clone()),
+        Some(C::WeightedClusters(w)) => o.put(
+            "weighted_clusters",
+            json!({ "clusters": list(&w.clusters, |c| json!({ "name": c.name, "weight": c.weight })) }),
+        ),
+        None => o,
+    }
+    .done()
 }
 
 // === clusters and endpoints ===

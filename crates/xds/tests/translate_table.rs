@@ -33,6 +33,7 @@ const NAMED_CASES: &[&str] = &[
     "header-match",
     "uri-matches",
     "zero-weight",
+    "tcp-routes",
     "retries-timeout-rewrite-redirect-mirror-fault",
     "traffic-policy",
     "no-virtual-service",

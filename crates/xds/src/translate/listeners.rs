@@ -52,6 +52,19 @@ pub fn sidecar(ctx: &Context<'_>, out: &mut Translation) {
             tracing::debug!(host = %service.host, port = up.port, "declared upstream port is not a port of the service; no listener");
             continue;
         }
+        if service
+            .port(up.port)
+            .is_some_and(|p| super::tcp::is_tcp(&p.protocol))
+        {
+            out.listeners.push(super::tcp::listener(
+                ctx,
+                service,
+                up.port,
+                &up.bind_ip,
+                up.bind_port,
+            ));
+            continue;
+        }
         let route_name = format!("{}:{}", service.host, up.port);
         let hcm = hcm(&route_name, uses_fault(&out.routes, &route_name));
         out.listeners

@@ -11,6 +11,7 @@ mod gateway;
 mod listeners;
 pub(crate) mod pb;
 mod routes;
+mod tcp;
 #[cfg(test)]
 mod tests;
 

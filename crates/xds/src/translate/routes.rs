@@ -427,7 +427,7 @@ fn split_retry_on(text: &str) -> (String, Vec<u32>) {
 /// The cluster a destination names. Without a port: the routed port when the destination is the
 /// routed service, else the destination's only port, else the routed (or gateway) port (Istio's
 /// rule).
-fn destination_cluster(
+pub(super) fn destination_cluster(
     ctx: &Context<'_>,
     d: &Destination,
     ns: &str,

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::google::protobuf::Any;
 use graymesh_xds::translate::Translation;
 use prost::{Message, Name};
@@ -78,6 +79,8 @@ fn any_round_trip(name: &str, any: &Any, problems: &mut Vec<String>) {
         HttpFault::decode(bytes).map(|m| m.encode_to_vec())
     } else if any.type_url == Router::type_url() {
         Router::decode(bytes).map(|m| m.encode_to_vec())
+    } else if any.type_url == TcpProxy::type_url() {
+        TcpProxy::decode(bytes).map(|m| m.encode_to_vec())
     } else {
         problems.push(format!("{name}: unexpected Any type {}", any.type_url));
         return;
@@ -262,6 +265,20 @@ fn check_load_assignment(e: &ClusterLoadAssignment, problems: &mut Vec<String>) 
 /// The HCM reads an existing route configuration over ADS; the router is last; the fault filter
 /// sits before it exactly when a route of that configuration injects faults.
 fn check_listener(l: &Listener, routes: &[RouteConfiguration], problems: &mut Vec<String>) {
+    let tcp_proxies = listener_anys(l)
+        .into_iter()
+        .filter(|a| a.type_url == TcpProxy::type_url())
+        .count();
+    if tcp_proxies > 0 {
+        // A TCP listener: exactly one tcp_proxy and nothing HTTP.
+        if tcp_proxies != 1 || listener_anys(l).len() != 1 {
+            problems.push(format!(
+                "TCP listener {} must have exactly one filter, a tcp_proxy",
+                l.name
+            ));
+        }
+        return;
+    }
     let hcms: Vec<HttpConnectionManager> = listener_anys(l)
         .into_iter()
         .filter(|a| a.type_url == HttpConnectionManager::type_url())
