@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod registration;
 pub mod run;
 pub mod table;
+pub mod tcp;
 pub mod upstream;
 pub mod xds;

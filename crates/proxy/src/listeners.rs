@@ -107,7 +107,7 @@ impl Listeners {
         });
         for (name, r) in running.iter() {
             if let Some(spec) = wanted.get(name.as_str()) {
-                if r.ctx.load().route_config != spec.route_config {
+                if r.ctx.load().route_config != spec.route_config || r.ctx.load().tcp != spec.tcp {
                     r.ctx.store(Arc::new(self.ctx(spec)));
                 }
             }
@@ -142,6 +142,7 @@ impl Listeners {
             },
             identity: inbound
                 .then(|| (self.identity.service.clone(), self.identity.version.clone())),
+            tcp: spec.tcp.clone(),
         }
     }
 
@@ -210,6 +211,13 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         self.open.fetch_add(1, Ordering::SeqCst);
         self.core.metrics.connections.inc();
+        if let Some(route) = self.ctx.load().tcp.clone() {
+            crate::tcp::serve(self.core.clone(), route, stream).await;
+            self.core.metrics.connections.dec();
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            self.closed.notify_waiters();
+            return;
+        }
         let core = self.core.clone();
         let ctx = self.ctx.clone();
         let service = service_fn(move |req| {

@@ -30,6 +30,14 @@ pub struct RequestKey {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpKey {
+    pub destination_service: String,
+    pub destination_version: String,
+    /// `closed`, `reset`, `connect_failure` or `no_cluster`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DurationKey {
     pub direction: &'static str,
     pub destination_service: String,
@@ -44,6 +52,7 @@ pub struct ProxyMetrics {
     pub mirrored: Counter,
     pub connections: Gauge,
     pub config_version: Gauge,
+    pub tcp_connections: Family<TcpKey, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -57,6 +66,7 @@ impl Default for ProxyMetrics {
             mirrored: Counter::default(),
             connections: Gauge::default(),
             config_version: Gauge::default(),
+            tcp_connections: Family::default(),
         }
     }
 }
@@ -89,10 +99,24 @@ impl ProxyMetrics {
             self.connections.clone(),
         );
         registry.register(
+            "graymesh_proxy_tcp_connections",
+            "Proxied TCP connections by destination and how they ended",
+            self.tcp_connections.clone(),
+        );
+        registry.register(
             "graymesh_proxy_config_version",
             "Version of the routing table in use",
             self.config_version.clone(),
         );
+    }
+
+    pub fn tcp_connection(&self, labels: &RequestLabels, result: &'static str) {
+        let key = TcpKey {
+            destination_service: labels.service.clone(),
+            destination_version: labels.version.clone(),
+            result,
+        };
+        self.tcp_connections.get_or_create(&key).inc();
     }
 
     /// Wrap `response` so the request is counted when its body ends.
@@ -134,8 +158,8 @@ impl ProxyMetrics {
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
     direction: Direction,
-    service: String,
-    version: String,
+    pub(crate) service: String,
+    pub(crate) version: String,
     code: u16,
     grpc_status: Option<String>,
     flags: String,

@@ -46,6 +46,8 @@ pub struct ListenerCtx {
     pub direction: Direction,
     /// This proxy's (service, version), for inbound listeners: the destination of their traffic.
     pub identity: Option<(String, String)>,
+    /// Set for TCP listeners: connections are proxied as bytes, not parsed as HTTP.
+    pub tcp: Option<Arc<crate::table::TcpRoute>>,
 }
 
 /// Everything shared by all requests: the current table, upstream state, pools, metrics.

@@ -32,13 +32,26 @@ use std::sync::Arc;
 
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 
-/// A port the proxy listens on and the route configuration requests on it use.
+/// A port the proxy listens on: HTTP routed by a route configuration, or TCP sent as bytes to
+/// one of weighted clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     pub name: String,
     pub addr: SocketAddr,
+    /// The route configuration of an HTTP listener (empty for TCP).
     pub route_config: String,
+    pub tcp: Option<Arc<TcpRoute>>,
 }
+
+/// Where a TCP listener sends its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRoute {
+    /// (cluster, weight), weights above 0.
+    pub clusters: Vec<(String, u64)>,
+    pub total_weight: u64,
+}
+
+pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
 /// The raw resources last accepted, per type, by name.
 #[derive(Debug, Clone, Default)]
@@ -110,18 +123,20 @@ pub fn eds_names(clusters: &BTreeMap<String, Cluster>) -> BTreeSet<String> {
         .collect()
 }
 
-/// A listener with a socket address and an HTTP connection manager over RDS; API listeners (for
-/// proxyless clients) and listeners without HTTP are not served.
+/// A listener with a socket address and either an HTTP connection manager over RDS or a TCP
+/// proxy; API listeners (for proxyless clients) are not served.
 fn listener(l: &Listener) -> Result<Option<ListenerSpec>, String> {
     use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
-    let Some(hcm) = hcm_of(l)? else {
-        return Ok(None);
-    };
-    let Some(route_config) = rds_name(&hcm) else {
-        return Err(format!(
-            "Listener {}: the HTTP connection manager must use RDS",
-            l.name
-        ));
+    let tcp = tcp_route(l)?;
+    let route_config = match (&tcp, hcm_of(l)?) {
+        (Some(_), _) => String::new(),
+        (None, Some(hcm)) => rds_name(&hcm).ok_or_else(|| {
+            format!(
+                "Listener {}: the HTTP connection manager must use RDS",
+                l.name
+            )
+        })?,
+        (None, None) => return Ok(None),
     };
     let Some(address::Address::SocketAddress(sa)) =
         l.address.as_ref().and_then(|a| a.address.as_ref())
@@ -146,6 +161,51 @@ fn listener(l: &Listener) -> Result<Option<ListenerSpec>, String> {
         name: l.name.clone(),
         addr: SocketAddr::new(ip, port),
         route_config,
+        tcp: tcp.map(Arc::new),
+    }))
+}
+
+fn tcp_route(l: &Listener) -> Result<Option<TcpRoute>, String> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    let Some(filter) = l
+        .filter_chains
+        .iter()
+        .flat_map(|fc| &fc.filters)
+        .find(|f| f.name == TCP_PROXY_FILTER)
+    else {
+        return Ok(None);
+    };
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(format!(
+            "Listener {}: {TCP_PROXY_FILTER} has no typed_config",
+            l.name
+        ));
+    };
+    let proxy = TcpProxy::decode(any.value.as_slice())
+        .map_err(|e| format!("Listener {}: cannot decode TcpProxy: {e}", l.name))?;
+    let clusters: Vec<(String, u64)> = match proxy.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) => vec![(c, 1)],
+        Some(ClusterSpecifier::WeightedClusters(w)) => w
+            .clusters
+            .into_iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (c.name, u64::from(c.weight)))
+            .collect(),
+        None => Vec::new(),
+    };
+    if clusters.is_empty() {
+        return Err(format!(
+            "Listener {}: the TCP proxy names no cluster with a weight above 0",
+            l.name
+        ));
+    }
+    let total_weight = clusters.iter().map(|(_, w)| w).sum();
+    Ok(Some(TcpRoute {
+        clusters,
+        total_weight,
     }))
 }
 

@@ -94,6 +94,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(pilots: Vec<SocketAddr>) -> Self {
+        Self::start_for(pilots, "reviews:9080").await
+    }
+
+    /// A sidecar with one explicit upstream port for `target` (`host:port`).
+    pub async fn start_for(pilots: Vec<SocketAddr>, target: &str) -> Self {
         let (upstream, admin, outbound) = (free_addr(), free_addr(), free_addr());
         let opts = ProxyOptions {
             pilots: pilots.iter().map(|a| a.to_string()).collect(),
@@ -104,7 +109,7 @@ impl Proxy {
             app: None,
             service_port: None,
             inbound: free_addr(),
-            upstreams: vec![format!("reviews:9080={upstream}")],
+            upstreams: vec![format!("{target}={upstream}")],
             outbound,
             admin,
             registry_url: None,

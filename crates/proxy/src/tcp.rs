@@ -1,0 +1,73 @@
+//! TCP proxying for non-HTTP ports: each downstream connection goes, byte for byte, to an
+//! endpoint of one of the listener's weighted clusters. A failed connect is retried on other
+//! endpoints (up to three in all) and counts against the endpoint for outlier detection.
+
+use crate::http::ProxyCore;
+use crate::metrics::RequestLabels;
+use crate::table::TcpRoute;
+use crate::upstream::balance;
+use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
+use rand::Rng;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub async fn serve(
+    core: Arc<ProxyCore>,
+    route: Arc<TcpRoute>,
+    mut downstream: tokio::net::TcpStream,
+) {
+    let cluster = pick_cluster(&route);
+    let mut labels = RequestLabels::new(crate::http::Direction::Outbound);
+    labels.set_cluster(cluster);
+    let table = core.table.load_full();
+    let (Some(spec), Some(state)) = (table.cluster(cluster), core.upstreams.cluster(cluster))
+    else {
+        core.metrics.tcp_connection(&labels, "no_cluster");
+        return;
+    };
+    let mut tried = Vec::new();
+    for _ in 0..CONNECT_ATTEMPTS {
+        let Some(addr) = balance::pick(spec, &state, None, now_ms(), &tried) else {
+            break;
+        };
+        let endpoint = state.endpoint(&addr).cloned().unwrap_or_default();
+        let connected =
+            tokio::time::timeout(spec.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
+        let Ok(Ok(mut upstream)) = connected else {
+            if let Some(outlier) = &spec.outlier {
+                let now = now_ms();
+                endpoint.health.record(Outcome::LocalFailure, outlier, || {
+                    let ejected = state
+                        .endpoints
+                        .values()
+                        .filter(|e| e.health.is_ejected(now))
+                        .count();
+                    room_to_eject(ejected, state.endpoints.len(), outlier.max_ejection_percent)
+                });
+            }
+            tried.push(addr);
+            continue;
+        };
+        let _ = upstream.set_nodelay(true);
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+        endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        core.metrics
+            .tcp_connection(&labels, if copied.is_ok() { "closed" } else { "reset" });
+        return;
+    }
+    core.metrics.tcp_connection(&labels, "connect_failure");
+}
+
+fn pick_cluster(route: &TcpRoute) -> &str {
+    let mut slot = rand::rng().random_range(0..route.total_weight.max(1));
+    for (name, weight) in &route.clusters {
+        if slot < *weight {
+            return name;
+        }
+        slot -= weight;
+    }
+    &route.clusters[0].0
+}

@@ -1,0 +1,77 @@
+//! Non-HTTP ports: a VirtualService tcp route splits connections between versions, byte for byte.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
+mod mesh;
+
+use mesh::{free_addr, Pilot, Proxy};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// A TCP server that greets with its version and then echoes lines.
+async fn tcp_app(version: &'static str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                write
+                    .write_all(format!("{version}\n").as_bytes())
+                    .await
+                    .unwrap();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    write
+                        .write_all(format!("{line}\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_routes_split_connections_and_carry_bytes_both_ways() {
+    let (v1, v2) = (tcp_app("v1").await, tcp_app("v2").await);
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: cache}}\nspec:\n  hosts: [cache.default.svc.cluster.local]\n  ports: [{{number: 6379, name: redis, protocol: REDIS}}]\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{redis: {}}}, labels: {{version: v1}}}}\n  - {{address: 127.0.0.1, ports: {{redis: {}}}, labels: {{version: v2}}}}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: cache}}\nspec:\n  host: cache\n  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n---\n\
+apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cache}}\nspec:\n  hosts: [cache]\n  tcp:\n  - route:\n    - {{destination: {{host: cache, subset: v1}}, weight: 80}}\n    - {{destination: {{host: cache, subset: v2}}, weight: 20}}\n",
+        v1.port(),
+        v2.port()
+    );
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start_for(vec![pilot.addr], "cache:6379").await;
+    let mut by_version: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..500 {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(proxy.upstream),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let version = lines.next_line().await.unwrap().unwrap();
+        write
+            .write_all(format!("ping {i}\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            lines.next_line().await.unwrap().unwrap(),
+            format!("ping {i}")
+        );
+        *by_version.entry(version).or_default() += 1;
+    }
+    let v2_share = f64::from(by_version["v2"]) / 500.0;
+    assert!((0.15..=0.25).contains(&v2_share), "{by_version:?}");
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("graymesh_proxy_tcp_connections_total{destination_service=\"cache.default.svc.cluster.local\",destination_version=\"v2\""), "{metrics}");
+    proxy.stop().await;
+}
