@@ -33,6 +33,9 @@ pub struct GatewayArgs {
     /// How long SIGTERM waits for in-flight requests, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Print one JSON line per request to stdout.
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 fn options(args: GatewayArgs) -> Result<ProxyOptions, String> {
@@ -54,6 +57,7 @@ fn options(args: GatewayArgs) -> Result<ProxyOptions, String> {
         health_path: None,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         labels: crate::proxy::parse_labels(&args.labels)?,
+        access_log: args.access_log,
         gateway: true,
         gateway_addr: args.gateway_addr,
     })

@@ -57,6 +57,9 @@ pub struct ProxyArgs {
     /// How long SIGTERM waits for in-flight requests, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Print one JSON line per request to stdout.
+    #[arg(long)]
+    pub access_log: bool,
     /// Extra labels for the instance, KEY=VALUE. Repeatable.
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -124,6 +127,7 @@ fn options(args: ProxyArgs) -> Result<ProxyOptions, String> {
         health_path: args.health_path,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         labels,
+        access_log: args.access_log,
         gateway: false,
         gateway_addr: [127, 0, 0, 1].into(),
     })

@@ -53,6 +53,23 @@ async fn eventually<F: std::future::Future<Output = bool>>(
     }
 }
 
+/// Lines a process writes to stdout, as they come.
+fn access_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 async fn registered(client: &Http1Client, pilot_http: SocketAddr) -> Vec<String> {
     let Ok(reply) = client
         .get(&format!("http://{pilot_http}/v1/registry/instances"), &[])
@@ -142,25 +159,31 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
     .await;
 
     let (upstream, client_admin, client_out) = (free(), free(), free());
-    let _client = spawn(
-        &[
-            "proxy",
-            "--pilot",
-            &xds.to_string(),
-            "--node-id",
-            "productpage-1",
-            "--no-register",
-            "--concurrency",
-            "1",
-            "--upstream",
-            &format!("reviews:9080={upstream}"),
-            "--outbound-addr",
-            &client_out.to_string(),
-            "--admin-addr",
-            &client_admin.to_string(),
-        ]
-        .map(String::from),
+    let mut client = Process(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "--pilot",
+                &xds.to_string(),
+                "--node-id",
+                "productpage-1",
+                "--no-register",
+                "--concurrency",
+                "1",
+                "--access-log",
+                "--upstream",
+                &format!("reviews:9080={upstream}"),
+                "--outbound-addr",
+                &client_out.to_string(),
+                "--admin-addr",
+                &client_admin.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    let access_log = access_lines(client.0.stdout.take().unwrap());
     eventually(
         Duration::from_secs(20),
         "a request through both proxies",
@@ -172,6 +195,23 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
     )
     .await;
     assert!(app.requests().total >= 1);
+    let entry: serde_json::Value = loop {
+        let line = access_log
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an access log line");
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if entry["response_code"] == 200 {
+            break entry;
+        }
+    };
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/reviews/1");
+    assert_eq!(entry["direction"], "outbound");
+    assert_eq!(
+        entry["destination_service"],
+        "reviews.default.svc.cluster.local"
+    );
+    assert_eq!(entry["protocol"], "HTTP/1.1");
     let metrics = http
         .get(&format!("http://{sidecar_admin}/metrics"), &[])
         .await

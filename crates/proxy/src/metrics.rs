@@ -53,6 +53,8 @@ pub struct ProxyMetrics {
     pub connections: Gauge,
     pub config_version: Gauge,
     pub tcp_connections: Family<TcpKey, Counter>,
+    /// Print one JSON line per request to stdout (off by default).
+    pub access_log: bool,
 }
 
 impl Default for ProxyMetrics {
@@ -67,6 +69,7 @@ impl Default for ProxyMetrics {
             connections: Gauge::default(),
             config_version: Gauge::default(),
             tcp_connections: Family::default(),
+            access_log: false,
         }
     }
 }
@@ -154,9 +157,22 @@ impl ProxyMetrics {
     }
 }
 
+/// What the access log says of a request besides its labels.
+#[derive(Debug, Clone)]
+pub struct AccessEntry {
+    pub start_unix_ms: u128,
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub peer: String,
+}
+
 /// What a request will be counted as.
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
+    /// Filled only when the access log is on.
+    pub access: Option<Box<AccessEntry>>,
     direction: Direction,
     pub(crate) service: String,
     pub(crate) version: String,
@@ -168,6 +184,7 @@ pub struct RequestLabels {
 impl RequestLabels {
     pub fn new(direction: Direction) -> Self {
         Self {
+            access: None,
             direction,
             service: String::new(),
             version: String::new(),
@@ -206,7 +223,12 @@ struct Record {
 impl Record {
     fn finish(self, trailer_status: Option<String>) {
         let l = self.labels;
-        let grpc_status = trailer_status.or(l.grpc_status).unwrap_or_default();
+        let grpc_status = trailer_status
+            .or_else(|| l.grpc_status.clone())
+            .unwrap_or_default();
+        if let Some(entry) = &l.access {
+            access_line(entry, &l, &grpc_status, self.start.elapsed());
+        }
         let key = RequestKey {
             direction: l.direction.as_str(),
             destination_service: l.service.clone(),
@@ -226,6 +248,27 @@ impl Record {
             .get_or_create(&d)
             .observe(self.start.elapsed().as_secs_f64());
     }
+}
+
+/// One JSON line per request on stdout, written whole so lines never interleave.
+fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std::time::Duration) {
+    use std::io::Write;
+    let line = serde_json::json!({
+        "start_time_unix_ms": e.start_unix_ms,
+        "direction": l.direction.as_str(),
+        "method": e.method,
+        "authority": e.authority,
+        "path": e.path,
+        "protocol": e.protocol,
+        "response_code": l.code,
+        "grpc_status": grpc_status,
+        "flags": l.flags,
+        "duration_ms": took.as_secs_f64() * 1000.0,
+        "destination_service": l.service,
+        "destination_version": l.version,
+        "downstream_peer": e.peer,
+    });
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// A response body that records its request when it ends or is dropped.

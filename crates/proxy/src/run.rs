@@ -44,6 +44,8 @@ pub struct ProxyOptions {
     pub health_path: Option<String>,
     pub drain_timeout: Duration,
     pub labels: Vec<(String, String)>,
+    /// Print one JSON line per request to stdout.
+    pub access_log: bool,
     /// Ask pilot for the gateway role (`ROLE: gateway`): listeners for the servers of the
     /// Gateways selecting `labels`, bound on `gateway_addr` (`GATEWAY_ADDR`).
     pub gateway: bool,
@@ -55,7 +57,10 @@ pub async fn run(
     opts: ProxyOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let metrics = ProxyMetrics::default();
+    let metrics = ProxyMetrics {
+        access_log: opts.access_log,
+        ..ProxyMetrics::default()
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let core = ProxyCore::new(metrics);

@@ -117,6 +117,7 @@ impl Proxy {
             health_path: None,
             drain_timeout: Duration::from_secs(2),
             labels: Vec::new(),
+            access_log: false,
             gateway: false,
             gateway_addr: [127, 0, 0, 1].into(),
         };
@@ -143,6 +144,7 @@ impl Proxy {
             health_path: None,
             drain_timeout: Duration::from_secs(2),
             labels: vec![("istio".into(), "ingressgateway".into())],
+            access_log: false,
             gateway: true,
             gateway_addr: server.ip(),
         };
