@@ -95,7 +95,7 @@ impl DirStore {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| changes_content(&e.kind)) {
                     let _ = tx.send(());
                 }
             })?;
@@ -112,6 +112,19 @@ impl DirStore {
             self.reload();
         }
         Ok(())
+    }
+}
+
+/// Whether a watcher event can change what a load reads. Reads are reported too (opens, and the
+/// access-time updates they cause show up as metadata changes): counting them would make every
+/// reload schedule the next one.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
     }
 }
 
@@ -186,4 +199,32 @@ fn is_config_file(path: &Path) -> bool {
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml" | "json")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_content;
+    use notify::event::{
+        AccessKind, CreateKind, DataChange, EventKind, MetadataKind, ModifyKind, RenameMode,
+    };
+
+    #[test]
+    fn only_content_and_name_changes_trigger_a_reload() {
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Content
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            notify::event::AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
+        assert!(!changes_content(&EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::Any
+        ))));
+    }
 }
