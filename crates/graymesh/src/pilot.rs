@@ -105,11 +105,12 @@ async fn rebuild_on_change(
 ) {
     let mut last_config: Arc<ConfigSet> = config.borrow_and_update().config.clone();
     loop {
-        tokio::select! {
-            r = config.changed() => if r.is_err() { return },
-            r = registrations.changed() => if r.is_err() { return },
-        }
-        loop {
+        // A config change was already debounced by the store; registrations come in bursts.
+        let config_changed = tokio::select! {
+            r = config.changed() => if r.is_err() { return } else { true },
+            r = registrations.changed() => if r.is_err() { return } else { false },
+        };
+        while !config_changed {
             tokio::select! {
                 r = config.changed() => if r.is_err() { return },
                 r = registrations.changed() => if r.is_err() { return },

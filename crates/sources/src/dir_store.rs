@@ -5,10 +5,12 @@
 //! wrong, nothing of that load is applied: the last good config keeps being served and the errors
 //! are published beside it, so operators see why their edit did not take.
 
-use graymesh_model::{build_config_set, parse_str, ConfigSet, ModelError};
+use graymesh_model::{build_config_set, parse_str, ConfigSet, ModelError, Object};
 use notify::{RecursiveMode, Watcher};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
@@ -27,14 +29,20 @@ pub struct ConfigState {
 pub struct DirStore {
     dir: PathBuf,
     state: watch::Sender<ConfigState>,
+    /// Each file's text and the objects parsed from it: a reload re-parses only files whose text
+    /// changed (validation of the whole set still runs every time).
+    parsed: Mutex<ParseCache>,
 }
+
+type ParseCache = HashMap<PathBuf, (String, Vec<Object>)>;
 
 impl DirStore {
     /// Load `dir` once. Fails when the first load has errors: pilot refuses to start on a
     /// config it cannot serve, rather than serving nothing.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, Vec<ModelError>> {
         let dir = dir.into();
-        let config = load_dir(&dir)?;
+        let parsed = Mutex::default();
+        let config = load_cached(&dir, &parsed)?;
         let state = ConfigState {
             version: 1,
             config: Arc::new(config),
@@ -42,7 +50,7 @@ impl DirStore {
             applied_at: Some(SystemTime::now()),
         };
         let (state, _) = watch::channel(state);
-        Ok(Self { dir, state })
+        Ok(Self { dir, state, parsed })
     }
 
     pub fn subscribe(&self) -> watch::Receiver<ConfigState> {
@@ -55,7 +63,7 @@ impl DirStore {
 
     /// Load the directory again and publish the outcome. Returns true when a new config applied.
     pub fn reload(&self) -> bool {
-        match load_dir(&self.dir) {
+        match load_cached(&self.dir, &self.parsed) {
             Ok(config) => self.state.send_if_modified(|state| {
                 let had_errors = !state.errors.is_empty();
                 state.errors.clear();
@@ -115,6 +123,11 @@ impl DirStore {
     }
 }
 
+fn load_cached(dir: &Path, cache: &Mutex<ParseCache>) -> Result<ConfigSet, Vec<ModelError>> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    load_with_cache(&[dir.to_path_buf()], &mut cache)
+}
+
 /// Whether a watcher event can change what a load reads. Reads are reported too (opens, and the
 /// access-time updates they cause show up as metadata changes): counting them would make every
 /// reload schedule the next one.
@@ -136,6 +149,17 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, Vec<ModelError>> {
 /// Read, parse and validate every config file under each path (file or directory), all or
 /// nothing: any error anywhere means no config, and every error is reported.
 pub fn load_paths(paths: &[PathBuf]) -> Result<ConfigSet, Vec<ModelError>> {
+    load_with_cache(paths, &mut ParseCache::new())
+}
+
+/// The one loader: read every config file under `paths`, parse only those whose text differs
+/// from what `cache` holds, validate the whole set. `cache` is left holding exactly the files
+/// read this time.
+fn load_with_cache(
+    paths: &[PathBuf],
+    cache: &mut ParseCache,
+) -> Result<ConfigSet, Vec<ModelError>> {
+    let mut next = ParseCache::new();
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -151,15 +175,27 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<ConfigSet, Vec<ModelError>> {
         };
         for file in files {
             let name = file.display().to_string();
-            match std::fs::read_to_string(&file) {
-                Ok(text) => match parse_str(&name, &text) {
-                    Ok(mut parsed) => objects.append(&mut parsed),
-                    Err(mut e) => errors.append(&mut e),
-                },
-                Err(e) => errors.push(ModelError::in_file(name, format!("cannot read file: {e}"))),
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(ModelError::in_file(name, format!("cannot read file: {e}")));
+                    continue;
+                }
+            };
+            let parsed = match cache.remove(&file) {
+                Some((old, parsed)) if old == text => Ok(parsed),
+                _ => parse_str(&name, &text),
+            };
+            match parsed {
+                Ok(parsed) => {
+                    objects.extend(parsed.iter().cloned());
+                    next.insert(file, (text, parsed));
+                }
+                Err(mut e) => errors.append(&mut e),
             }
         }
     }
+    *cache = next;
     if !errors.is_empty() {
         return Err(errors);
     }
