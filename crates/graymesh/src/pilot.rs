@@ -110,11 +110,13 @@ async fn rebuild_on_change(
             r = config.changed() => if r.is_err() { return } else { true },
             r = registrations.changed() => if r.is_err() { return } else { false },
         };
-        while !config_changed {
-            tokio::select! {
-                r = config.changed() => if r.is_err() { return },
-                r = registrations.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(debounce) => break,
+        if !config_changed {
+            loop {
+                tokio::select! {
+                    r = config.changed() => if r.is_err() { return },
+                    r = registrations.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(debounce) => break,
+                }
             }
         }
         let current = config.borrow_and_update().config.clone();
