@@ -146,10 +146,7 @@ fn is_warm(r: &Resources, cluster: &str) -> bool {
     let Some(c) = r.clusters.get(cluster) else {
         return false;
     };
-    match table::eds_names(&BTreeMap::from([(c.name.clone(), c.clone())]))
-        .into_iter()
-        .next()
-    {
+    match table::eds_service_name(c) {
         Some(service) => r.endpoints.contains_key(&service),
         None => true,
     }
@@ -191,7 +188,7 @@ fn effective(
             continue;
         };
         r.clusters.insert(name.clone(), c.clone());
-        for service in table::eds_names(&BTreeMap::from([(name.clone(), c.clone())])) {
+        if let Some(service) = table::eds_service_name(c) {
             if let Some(e) = previous.endpoints.get(&service) {
                 r.endpoints.entry(service).or_insert_with(|| e.clone());
             }

@@ -11,7 +11,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds};
+pub use cluster::{eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
 pub use route::{
     Action, Forward, HashKey, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig,
