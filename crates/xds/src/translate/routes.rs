@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fau
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
 use envoy_types::pb::google::protobuf::BoolValue;
 use graymesh_model::istio::{
-    grpc_status_code, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest,
+    grpc_status_code, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
     HttpRetry, HttpRoute, HttpRouteDestination, OptionalStringMatch, StringMatch, VirtualService,
 };
 use graymesh_model::Resource;
@@ -150,15 +150,16 @@ fn route(
         ..Default::default()
     };
     if let Some(h) = http.headers.as_ref() {
-        add_header_ops(
-            h.request.as_ref(),
-            &mut r.request_headers_to_add,
-            &mut r.request_headers_to_remove,
-        );
-        add_header_ops(
-            h.response.as_ref(),
-            &mut r.response_headers_to_add,
-            &mut r.response_headers_to_remove,
+        add_headers(
+            h,
+            (
+                &mut r.request_headers_to_add,
+                &mut r.request_headers_to_remove,
+            ),
+            (
+                &mut r.response_headers_to_add,
+                &mut r.response_headers_to_remove,
+            ),
         );
     }
     if let Some(fault) = &http.fault {
@@ -170,15 +171,16 @@ fn route(
         // With one destination there is no cluster entry to carry its header operations: they
         // apply to the route, after the route's own (Istio's order).
         if let Some(h) = &only.headers {
-            add_header_ops(
-                h.request.as_ref(),
-                &mut r.request_headers_to_add,
-                &mut r.request_headers_to_remove,
-            );
-            add_header_ops(
-                h.response.as_ref(),
-                &mut r.response_headers_to_add,
-                &mut r.response_headers_to_remove,
+            add_headers(
+                h,
+                (
+                    &mut r.request_headers_to_add,
+                    &mut r.request_headers_to_remove,
+                ),
+                (
+                    &mut r.response_headers_to_add,
+                    &mut r.response_headers_to_remove,
+                ),
             );
         }
     }
@@ -306,15 +308,16 @@ fn route_action(
                         ..Default::default()
                     };
                     if let Some(h) = &d.headers {
-                        add_header_ops(
-                            h.request.as_ref(),
-                            &mut cw.request_headers_to_add,
-                            &mut cw.request_headers_to_remove,
-                        );
-                        add_header_ops(
-                            h.response.as_ref(),
-                            &mut cw.response_headers_to_add,
-                            &mut cw.response_headers_to_remove,
+                        add_headers(
+                            h,
+                            (
+                                &mut cw.request_headers_to_add,
+                                &mut cw.request_headers_to_remove,
+                            ),
+                            (
+                                &mut cw.response_headers_to_add,
+                                &mut cw.response_headers_to_remove,
+                            ),
                         );
                     }
                     cw
@@ -486,6 +489,17 @@ fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Vec<HashP
         terminal: false,
         policy_specifier: Some(spec),
     }]
+}
+
+/// A `headers` block (request and response operations) onto a route's or a weighted cluster's
+/// lists of headers to add and remove.
+fn add_headers(
+    h: &Headers,
+    request: (&mut Vec<HeaderValueOption>, &mut Vec<String>),
+    response: (&mut Vec<HeaderValueOption>, &mut Vec<String>),
+) {
+    add_header_ops(h.request.as_ref(), request.0, request.1);
+    add_header_ops(h.response.as_ref(), response.0, response.1);
 }
 
 fn add_header_ops(
