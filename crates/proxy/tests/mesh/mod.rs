@@ -99,27 +99,11 @@ impl Proxy {
 
     /// A sidecar with one explicit upstream port for `target` (`host:port`).
     pub async fn start_for(pilots: Vec<SocketAddr>, target: &str) -> Self {
-        let (upstream, admin, outbound) = (free_addr(), free_addr(), free_addr());
+        let upstream = free_addr();
         let opts = ProxyOptions {
-            pilots: pilots.iter().map(|a| a.to_string()).collect(),
             node_id: format!("test-proxy-{}", upstream.port()),
-            namespace: "default".into(),
-            service: None,
-            service_version: None,
-            app: None,
-            service_port: None,
-            inbound: free_addr(),
             upstreams: vec![format!("{target}={upstream}")],
-            outbound,
-            admin,
-            registry_url: None,
-            registration_ttl: Duration::from_secs(10),
-            health_path: None,
-            drain_timeout: Duration::from_secs(2),
-            labels: Vec::new(),
-            access_log: false,
-            gateway: false,
-            gateway_addr: [127, 0, 0, 1].into(),
+            ..options(&pilots)
         };
         Self::spawn(opts, upstream).await
     }
@@ -128,25 +112,11 @@ impl Proxy {
     /// address of a Gateway server in the config pilot serves) accepts connections.
     pub async fn start_gateway(pilots: Vec<SocketAddr>, server: SocketAddr) -> Self {
         let opts = ProxyOptions {
-            pilots: pilots.iter().map(|a| a.to_string()).collect(),
             node_id: format!("test-gateway-{}", server.port()),
-            namespace: "default".into(),
-            service: None,
-            service_version: None,
-            app: None,
-            service_port: None,
-            inbound: free_addr(),
-            upstreams: Vec::new(),
-            outbound: free_addr(),
-            admin: free_addr(),
-            registry_url: None,
-            registration_ttl: Duration::from_secs(10),
-            health_path: None,
-            drain_timeout: Duration::from_secs(2),
             labels: vec![("istio".into(), "ingressgateway".into())],
-            access_log: false,
             gateway: true,
             gateway_addr: server.ip(),
+            ..options(&pilots)
         };
         Self::spawn(opts, server).await
     }
@@ -205,6 +175,31 @@ impl Proxy {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+/// A proxy with no app, no registration, and free loopback ports for everything it binds.
+fn options(pilots: &[SocketAddr]) -> ProxyOptions {
+    ProxyOptions {
+        pilots: pilots.iter().map(|a| a.to_string()).collect(),
+        node_id: String::new(),
+        namespace: "default".into(),
+        service: None,
+        service_version: None,
+        app: None,
+        service_port: None,
+        inbound: free_addr(),
+        upstreams: Vec::new(),
+        outbound: free_addr(),
+        admin: free_addr(),
+        registry_url: None,
+        registration_ttl: Duration::from_secs(10),
+        health_path: None,
+        drain_timeout: Duration::from_secs(2),
+        labels: Vec::new(),
+        access_log: false,
+        gateway: false,
+        gateway_addr: [127, 0, 0, 1].into(),
     }
 }
 
