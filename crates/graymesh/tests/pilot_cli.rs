@@ -77,30 +77,48 @@ struct Pilot {
 }
 
 impl Pilot {
+    /// Start pilot and wait for /ready. The admin port is picked before pilot binds it, so a
+    /// parallel test may take it in between: pilot then exits at once, and we try fresh ports.
     fn start(dir: &Path) -> Self {
-        let (xds, http) = (free_port(), free_port());
-        let child = Command::new(BIN)
-            .args(["pilot", "--config-dir", dir.to_str().unwrap()])
-            .args([
-                "--xds-addr",
-                &format!("127.0.0.1:{xds}"),
-                "--http-addr",
-                &format!("127.0.0.1:{http}"),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pilot = Self { child, http };
-        eventually(Duration::from_secs(20), "pilot /ready", || {
-            TcpStream::connect(("127.0.0.1", http)).is_ok()
-                && http_get_status(http, "/ready") == 200
-        });
-        pilot
+        for _ in 0..3 {
+            let http = free_port();
+            let mut child = Command::new(BIN)
+                .args(["pilot", "--config-dir", dir.to_str().unwrap()])
+                .args([
+                    "--xds-addr",
+                    "127.0.0.1:0",
+                    "--http-addr",
+                    &format!("127.0.0.1:{http}"),
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if child.try_wait().unwrap().is_some() {
+                    break; // exited during start-up: its port was taken
+                }
+                if ready_status(http) == Some(200) {
+                    return Self { child, http };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("pilot did not become ready in 3 attempts");
     }
 }
 
-fn http_get_status(port: u16, path: &str) -> u16 {
-    http(port, "GET", path, "").0
+/// `/ready`'s status, or `None` while nothing answers (not yet listening, or gone).
+fn ready_status(port: u16) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.get(9..12)?.parse().ok()
 }
 
 impl Drop for Pilot {
