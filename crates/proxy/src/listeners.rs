@@ -207,7 +207,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    async fn serve(mut self, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         self.open.fetch_add(1, Ordering::SeqCst);
         self.core.metrics.connections.inc();
@@ -218,6 +218,23 @@ impl Connection {
             self.closed.notify_waiters();
             return;
         }
+        let served =
+            crate::h1::serve(&self.core, &self.ctx, &mut stream, peer, &mut self.draining).await;
+        if let crate::h1::Served::Handover(read) = served {
+            self.serve_general(crate::h1::Prefixed::new(read, stream), peer)
+                .await;
+        }
+        self.core.metrics.connections.dec();
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    /// The general path (hyper): HTTP/2, and HTTP/1 requests the fast path hands over.
+    async fn serve_general(
+        &mut self,
+        stream: crate::h1::Prefixed<tokio::net::TcpStream>,
+        peer: SocketAddr,
+    ) {
         let core = self.core.clone();
         let ctx = self.ctx.clone();
         let service = service_fn(move |req| {
@@ -251,8 +268,5 @@ impl Connection {
                 }
             }
         }
-        self.core.metrics.connections.dec();
-        self.open.fetch_sub(1, Ordering::SeqCst);
-        self.closed.notify_waiters();
     }
 }

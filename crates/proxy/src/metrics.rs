@@ -147,13 +147,20 @@ impl ProxyMetrics {
         let (parts, body) = response.into_parts();
         let observed = ObservedBody {
             inner: body,
-            record: Some(Record {
-                labels,
-                start,
-                metrics: self.clone(),
-            }),
+            record: Some(Record { labels, start }),
+            metrics: self.clone(),
         };
         Response::from_parts(parts, observed.boxed_unsync())
+    }
+}
+
+impl ProxyMetrics {
+    /// Counts a request whose response has ended (the HTTP/1 fast path's way to report).
+    pub fn count(&self, mut labels: RequestLabels, code: u16, flags: &str, start: Instant) {
+        labels.code = code;
+        labels.flags.clear();
+        labels.flags.push_str(flags);
+        Record { labels, start }.finish(self, None);
     }
 }
 
@@ -217,11 +224,10 @@ impl RequestLabels {
 struct Record {
     labels: RequestLabels,
     start: Instant,
-    metrics: ProxyMetrics,
 }
 
 impl Record {
-    fn finish(self, trailer_status: Option<String>) {
+    fn finish(self, metrics: &ProxyMetrics, trailer_status: Option<String>) {
         let l = self.labels;
         let grpc_status = trailer_status
             .or_else(|| l.grpc_status.clone())
@@ -237,13 +243,13 @@ impl Record {
             grpc_status,
             flags: l.flags,
         };
-        self.metrics.requests.get_or_create(&key).inc();
+        metrics.requests.get_or_create(&key).inc();
         let d = DurationKey {
             direction: l.direction.as_str(),
             destination_service: l.service,
             destination_version: l.version,
         };
-        self.metrics
+        metrics
             .duration
             .get_or_create(&d)
             .observe(self.start.elapsed().as_secs_f64());
@@ -275,6 +281,7 @@ fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std:
 struct ObservedBody {
     inner: Body,
     record: Option<Record>,
+    metrics: ProxyMetrics,
 }
 
 impl hyper::body::Body for ObservedBody {
@@ -294,13 +301,13 @@ impl hyper::body::Body for ObservedBody {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     if let Some(r) = self.record.take() {
-                        r.finish(status);
+                        r.finish(&self.metrics, status);
                     }
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                 if let Some(r) = self.record.take() {
-                    r.finish(None);
+                    r.finish(&self.metrics, None);
                 }
             }
             Poll::Pending => {}
@@ -320,7 +327,7 @@ impl hyper::body::Body for ObservedBody {
 impl Drop for ObservedBody {
     fn drop(&mut self) {
         if let Some(r) = self.record.take() {
-            r.finish(None);
+            r.finish(&self.metrics, None);
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::body::{self, local_reply, Body};
 use super::ProxyCore;
 use crate::metrics::RequestLabels;
-use crate::table::{ClusterSpec, Forward, HashKey, RetrySpec, RouteTable, WeightedCluster};
+use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, WeightedCluster};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState};
 use bytes::Bytes;
@@ -47,7 +47,7 @@ pub async fn forward(
             "NC",
         );
     };
-    let hash = hash_key(&f.hash, &parts, peer);
+    let hash = super::select::hash_key(&f.hash, &parts, peer);
     if super::upgrade::is_upgrade(&parts) {
         return super::upgrade::tunnel(core, spec, &state, parts, hash).await;
     }
@@ -85,7 +85,7 @@ pub async fn forward(
     response
 }
 
-fn pick_cluster(f: &Forward) -> &WeightedCluster {
+pub(crate) fn pick_cluster(f: &Forward) -> &WeightedCluster {
     if f.clusters.len() == 1 {
         return &f.clusters[0];
     }
@@ -97,38 +97,6 @@ fn pick_cluster(f: &Forward) -> &WeightedCluster {
         slot -= c.weight;
     }
     &f.clusters[0]
-}
-
-fn hash_key(keys: &[HashKey], parts: &Parts, peer: SocketAddr) -> Option<u64> {
-    keys.iter().find_map(|k| match k {
-        HashKey::Header(name) => parts
-            .headers
-            .get(name.as_str())
-            .map(|v| balance::hash_of(v.as_bytes())),
-        HashKey::Cookie(name) => {
-            cookie(&parts.headers, name).map(|v| balance::hash_of(v.as_bytes()))
-        }
-        HashKey::SourceIp => Some(balance::hash_of(peer.ip().to_string().as_bytes())),
-        HashKey::Query(name) => parts.uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| {
-                kv.split_once('=')
-                    .filter(|(k, _)| k == name)
-                    .map(|(_, v)| balance::hash_of(v.as_bytes()))
-            })
-        }),
-    })
-}
-
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
 }
 
 /// The request body: read ahead (up to `MAX_REPLAY_BODY`) when it must be replayable (retries,
@@ -186,7 +154,7 @@ impl Payload {
 }
 
 /// Why an attempt did not produce a usable response.
-enum Failure {
+pub(crate) enum Failure {
     Connect(String),
     Reset(String),
     Timeout,
@@ -377,40 +345,53 @@ fn classify(
     result: &Result<Response<Incoming>, Failure>,
     retry: Option<&RetrySpec>,
 ) -> (Outcome, bool) {
-    let r = retry.cloned().unwrap_or_default();
     match result {
-        Err(Failure::Connect(_)) => (
-            Outcome::LocalFailure,
-            r.on_connect_failure || r.on_5xx || r.on_gateway_error,
-        ),
-        Err(Failure::Reset(_)) => (
-            Outcome::LocalFailure,
-            r.on_reset || r.on_5xx || r.on_gateway_error,
-        ),
-        Err(Failure::Timeout) => (Outcome::LocalFailure, r.on_5xx || r.on_gateway_error),
+        Err(failure) => classify_failure(failure, retry),
         Ok(response) => {
-            let code = response.status().as_u16();
-            let gateway = matches!(code, 502..=504);
             let grpc_status = response
                 .headers()
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok());
-            let retriable = (code >= 500 && r.on_5xx)
-                || (gateway && r.on_gateway_error)
-                || (r.on_retriable_codes && r.retriable_codes.contains(&code))
-                || grpc_status.is_some_and(|g| r.grpc_codes.contains(&g));
-            let outcome = if code >= 500 {
-                Outcome::ServerError { gateway }
-            } else {
-                Outcome::Success
-            };
-            (outcome, retriable)
+            classify_status(response.status().as_u16(), grpc_status, retry)
         }
     }
 }
 
-fn record_outlier(
+pub(crate) fn classify_failure(failure: &Failure, retry: Option<&RetrySpec>) -> (Outcome, bool) {
+    let Some(r) = retry else {
+        return (Outcome::LocalFailure, false);
+    };
+    let retriable = match failure {
+        Failure::Connect(_) => r.on_connect_failure || r.on_5xx || r.on_gateway_error,
+        Failure::Reset(_) => r.on_reset || r.on_5xx || r.on_gateway_error,
+        Failure::Timeout => r.on_5xx || r.on_gateway_error,
+    };
+    (Outcome::LocalFailure, retriable)
+}
+
+pub(crate) fn classify_status(
+    code: u16,
+    grpc_status: Option<u32>,
+    retry: Option<&RetrySpec>,
+) -> (Outcome, bool) {
+    let gateway = matches!(code, 502..=504);
+    let outcome = if code >= 500 {
+        Outcome::ServerError { gateway }
+    } else {
+        Outcome::Success
+    };
+    let Some(r) = retry else {
+        return (outcome, false);
+    };
+    let retriable = (code >= 500 && r.on_5xx)
+        || (gateway && r.on_gateway_error)
+        || (r.on_retriable_codes && r.retriable_codes.contains(&code))
+        || grpc_status.is_some_and(|g| r.grpc_codes.contains(&g));
+    (outcome, retriable)
+}
+
+pub(crate) fn record_outlier(
     spec: &ClusterSpec,
     state: &ClusterState,
     endpoint: &EndpointState,
@@ -428,12 +409,12 @@ fn record_outlier(
     });
 }
 
-fn retry_budget(spec: &ClusterSpec, state: &ClusterState) -> bool {
+pub(crate) fn retry_budget(spec: &ClusterSpec, state: &ClusterState) -> bool {
     state.counters.retries_in_flight.load(Ordering::Relaxed) < spec.thresholds.max_retries as usize
 }
 
 /// 25 ms × 2^(n-1), capped at 250 ms, with full jitter (Envoy's default retry back-off).
-async fn backoff(n: u32) {
+pub(crate) async fn backoff(n: u32) {
     let cap = 25u64.saturating_mul(1 << (n - 1).min(4)).min(250);
     let ms = rand::rng().random_range(0..=cap);
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -441,12 +422,12 @@ async fn backoff(n: u32) {
 
 /// A request counted against the cluster's circuit breaker while it lives. HTTP/1 requests are
 /// limited by connections plus pending requests, HTTP/2 requests by concurrent requests.
-struct Admission {
+pub(crate) struct Admission {
     counters: Arc<crate::upstream::ClusterCounters>,
 }
 
 impl Admission {
-    fn new(spec: &ClusterSpec, state: &ClusterState, version: Version) -> Option<Self> {
+    pub(crate) fn new(spec: &ClusterSpec, state: &ClusterState, version: Version) -> Option<Self> {
         let t = &spec.thresholds;
         let limit = if version == Version::HTTP_2 {
             t.max_requests as usize

@@ -3,8 +3,8 @@
 //! forwarded to an endpoint of the chosen cluster, with retries and timeouts.
 
 pub mod body;
-mod forward;
-mod select;
+pub(crate) mod forward;
+pub mod select;
 mod upgrade;
 
 pub use select::route as select_route;
@@ -151,6 +151,25 @@ impl ProxyCore {
 
 /// Fault injection: an added delay and/or an abort, each for its share of requests.
 async fn fault(route: &Route, grpc: bool) -> Option<Response<Body>> {
+    let abort = fault_abort(route).await?;
+    if let (true, Some(code)) = (grpc, abort.grpc_status) {
+        let mut reply = local_reply(StatusCode::OK, "fault injected", true, "FI");
+        reply
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from(code));
+        return Some(reply);
+    }
+    Some(local_reply(abort.status, "fault injected", grpc, "FI"))
+}
+
+/// The abort a route's fault injection decided on for one request.
+pub(crate) struct FaultAbort {
+    pub status: StatusCode,
+    pub grpc_status: Option<u32>,
+}
+
+/// Applies the fault's delay (for its share of requests) and rolls for its abort.
+pub(crate) async fn fault_abort(route: &Route) -> Option<FaultAbort> {
     let f = route.fault.as_ref()?;
     let roll = |ppm: u32| rand::rng().random_range(0..1_000_000) < ppm;
     if let Some((delay, ppm)) = f.delay {
@@ -162,41 +181,17 @@ async fn fault(route: &Route, grpc: bool) -> Option<Response<Body>> {
     if !roll(ppm) {
         return None;
     }
-    if let (true, Some(code)) = (grpc, grpc_status) {
-        let mut reply = local_reply(StatusCode::OK, "fault injected", true, "FI");
-        reply
-            .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from(code));
-        return Some(reply);
-    }
     let status = http_status
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    Some(local_reply(status, "fault injected", grpc, "FI"))
+    Some(FaultAbort {
+        status,
+        grpc_status,
+    })
 }
 
 fn redirect(r: &crate::table::Redirect, parts: &http::request::Parts) -> Response<Body> {
-    let authority = select::authority(parts);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
-        _ => (authority, None),
-    };
-    let host = r.host.as_deref().unwrap_or(host);
-    let port = r.port.map(|p| p.to_string()).or(port.map(str::to_string));
-    let scheme = r
-        .scheme
-        .as_deref()
-        .unwrap_or(parts.uri.scheme_str().unwrap_or("http"));
-    let path = r.path.as_deref().unwrap_or(parts.uri.path());
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let location = match port {
-        Some(p) => format!("{scheme}://{host}:{p}{path}{query}"),
-        None => format!("{scheme}://{host}{path}{query}"),
-    };
+    let location = select::redirect_location(r, parts);
     Response::builder()
         .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY))
         .header(http::header::LOCATION, location)
@@ -271,13 +266,24 @@ fn ensure_traceparent(headers: &mut http::HeaderMap) {
     if headers.contains_key("traceparent") {
         return;
     }
-    let mut rng = rand::rng();
-    let value = format!(
-        "00-{:032x}-{:016x}-01",
-        rng.random::<u128>() | 1,
-        rng.random::<u64>() | 1
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&value) {
+    if let Ok(v) = http::HeaderValue::from_bytes(&new_traceparent()) {
         headers.insert("traceparent", v);
     }
+}
+
+/// A fresh `traceparent` value (version 00, random trace and span ids, sampled), written without
+/// allocating: `00-<32 hex>-<16 hex>-01`.
+pub(crate) fn new_traceparent() -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = rand::rng();
+    let trace: u128 = rng.random::<u128>() | 1;
+    let span: u64 = rng.random::<u64>() | 1;
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    for i in 0..32 {
+        out[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        out[36 + i] = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }

@@ -1,26 +1,84 @@
 //! Choosing a route for a request: virtual host by authority, then the first route whose path,
-//! headers and query parameters all match.
+//! headers and query parameters all match. Written against [`RequestView`] so that hyper's parsed
+//! requests and the HTTP/1 fast path's borrowed heads are matched by the same code.
 
-use crate::table::{Route, RouteConfig};
+use crate::table::{HashKey, Route, RouteConfig};
+use crate::upstream::balance;
 use http::request::Parts;
+use std::net::SocketAddr;
 
-pub fn authority(parts: &Parts) -> &str {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
+/// What routing reads of a request.
+pub trait RequestView {
+    /// `:authority`, or the Host header.
+    fn authority(&self) -> &str;
+    fn method(&self) -> &str;
+    /// The path and query as the client sent them (origin form).
+    fn path_and_query(&self) -> &str;
+    fn scheme(&self) -> &str;
+    /// The first value of a header, by lower-case name.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// Calls `each` with every value of a header, by lower-case name, until it returns `Some`.
+    fn find_in_header<'a, T>(
+        &'a self,
+        name: &str,
+        each: &mut dyn FnMut(&'a str) -> Option<T>,
+    ) -> Option<T>;
+
+    fn path(&self) -> &str {
+        let pq = self.path_and_query();
+        pq.split_once('?').map_or(pq, |(p, _)| p)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.path_and_query().split_once('?').map(|(_, q)| q)
+    }
 }
 
-pub fn route<'t>(rc: &'t RouteConfig, parts: &Parts) -> Option<&'t Route> {
-    let vhost = rc.vhost(authority(parts))?;
-    let path = parts.uri.path();
+impl RequestView for Parts {
+    fn authority(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                self.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+    }
+
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    fn scheme(&self) -> &str {
+        self.uri.scheme_str().unwrap_or("http")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn find_in_header<'a, T>(
+        &'a self,
+        name: &str,
+        each: &mut dyn FnMut(&'a str) -> Option<T>,
+    ) -> Option<T> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(each)
+    }
+}
+
+pub fn route<'t>(rc: &'t RouteConfig, req: &impl RequestView) -> Option<&'t Route> {
+    let vhost = rc.vhost(req.authority())?;
+    let path = req.path();
     let mut lowered: Option<String> = None;
     vhost.routes.iter().find(|r| {
         let path_ok = if r.case_sensitive {
@@ -32,18 +90,61 @@ pub fn route<'t>(rc: &'t RouteConfig, parts: &Parts) -> Option<&'t Route> {
         path_ok
             && r.headers
                 .iter()
-                .all(|h| h.matches(header_value(parts, &h.name)))
-            && r.query.iter().all(|q| q.matches(parts.uri.query()))
+                .all(|h| h.matches(header_value(req, &h.name)))
+            && r.query.iter().all(|q| q.matches(req.query()))
     })
 }
 
 /// A request header's value, including the pseudo-headers Envoy lets routes match.
-fn header_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+fn header_value<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {
     match name {
-        ":authority" => Some(authority(parts)),
-        ":method" => Some(parts.method.as_str()),
-        ":path" => parts.uri.path_and_query().map(|p| p.as_str()),
-        ":scheme" => Some(parts.uri.scheme_str().unwrap_or("http")),
-        _ => parts.headers.get(name).and_then(|v| v.to_str().ok()),
+        ":authority" => Some(req.authority()),
+        ":method" => Some(req.method()),
+        ":path" => Some(req.path_and_query()),
+        ":scheme" => Some(req.scheme()),
+        _ => req.header(name),
+    }
+}
+
+/// The consistent-hash key of a request: the first of the route's hash policies that applies.
+pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> Option<u64> {
+    keys.iter().find_map(|k| match k {
+        HashKey::Header(name) => req.header(name).map(|v| balance::hash_of(v.as_bytes())),
+        HashKey::Cookie(name) => cookie(req, name).map(|v| balance::hash_of(v.as_bytes())),
+        HashKey::SourceIp => Some(balance::hash_of(peer.ip().to_string().as_bytes())),
+        HashKey::Query(name) => req.query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| balance::hash_of(v.as_bytes()))
+            })
+        }),
+    })
+}
+
+fn cookie<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {
+    req.find_in_header("cookie", &mut |v: &'a str| {
+        v.split(';').find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+    })
+}
+
+/// The `Location` of a redirect: the request's URL with what the route replaces.
+pub fn redirect_location(r: &crate::table::Redirect, req: &impl RequestView) -> String {
+    let authority = req.authority();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host = r.host.as_deref().unwrap_or(host);
+    let port = r.port.map(|p| p.to_string()).or(port.map(str::to_string));
+    let scheme = r.scheme.as_deref().unwrap_or(req.scheme());
+    let path = r.path.as_deref().unwrap_or(req.path());
+    let query = req.query().map(|q| format!("?{q}")).unwrap_or_default();
+    match port {
+        Some(p) => format!("{scheme}://{host}:{p}{path}{query}"),
+        None => format!("{scheme}://{host}{path}{query}"),
     }
 }

@@ -1,0 +1,618 @@
+//! The HTTP/1.1 fast path: the common request (HTTP/1.1, no body or a small one with a
+//! Content-Length) is parsed in place, routed, written to a pooled upstream connection and its
+//! response relayed back, all in the downstream connection's own task, with buffers reused from
+//! request to request. Everything else — HTTP/2 (prior knowledge), HTTP/1.0, chunked or large
+//! request bodies, upgrades, `Expect: 100-continue`, routes that mirror — is handed, at a request
+//! boundary and with the bytes already read, to the general hyper-based path, which serves the
+//! rest of that connection. Both paths share the routing table, the endpoint picking, retries,
+//! outlier detection, circuit breakers and metrics; only the byte handling differs.
+//!
+//! It must never forward a request it framed differently than the upstream would: heads whose
+//! framing is ambiguous are refused with 400 (see `head`), before anything is sent.
+
+mod chunked;
+mod encode;
+pub mod head;
+mod pool;
+mod prefixed;
+#[cfg(test)]
+mod tests;
+
+pub use prefixed::Prefixed;
+
+use crate::http::forward::{self, Admission, Failure};
+use crate::http::select::{self, RequestView};
+use crate::http::{Direction, ListenerCtx, ProxyCore};
+use crate::listeners::MAX_HEADER_BYTES;
+use crate::metrics::{AccessEntry, RequestLabels};
+use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable};
+use crate::upstream::outlier::now_ms;
+use crate::upstream::{balance, ClusterState, EndpointState};
+use arc_swap::ArcSwap;
+use bytes::{Buf, Bytes, BytesMut};
+use chunked::ChunkedScanner;
+use encode::{Edits, LocalReply};
+use head::{Framing, RequestHead, ResponseHead, View};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Request bodies up to this size are read whole before forwarding, so a retry can send them
+/// again; larger ones take the general path, which streams them.
+const MAX_FAST_BODY: u64 = 64 * 1024;
+/// A client that has started a request head must finish it within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has sent a head must send the body it announced within this.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How the fast path left a connection.
+pub enum Served {
+    Closed,
+    /// The general path takes over, starting with these bytes (a whole request head at least).
+    Handover(Bytes),
+}
+
+/// Buffers a connection reuses from request to request.
+#[derive(Default)]
+struct Buffers {
+    /// What is written next: the upstream request, then the downstream response head.
+    out: Vec<u8>,
+    /// What the upstream sent.
+    up: BytesMut,
+    up_head: ResponseHead,
+}
+
+/// Serves a downstream connection's HTTP/1.1 requests until it closes or needs the general path.
+pub async fn serve(
+    core: &ProxyCore,
+    ctx: &ArcSwap<ListenerCtx>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    draining: &mut watch::Receiver<bool>,
+) -> Served {
+    let mut input = BytesMut::with_capacity(8 * 1024);
+    let mut head = RequestHead::default();
+    let mut bufs = Buffers::default();
+    loop {
+        match read_head(stream, &mut input, &mut head, draining).await {
+            HeadRead::Ready => {}
+            HeadRead::Closed => return Served::Closed,
+            HeadRead::Handover => return Served::Handover(input.freeze()),
+            HeadRead::Refused(status, reason) => {
+                LocalReply::new(status, reason, "DPE").write(&mut bufs.out, true);
+                let _ = stream.write_all(&bufs.out).await;
+                return Served::Closed;
+            }
+        }
+        let body_len = match head.framing {
+            Framing::Length(n) if n <= MAX_FAST_BODY => n as usize,
+            Framing::Empty => 0,
+            _ => return Served::Handover(input.freeze()),
+        };
+        if head.minor == 0 || head.upgrade || head.expect_continue {
+            return Served::Handover(input.freeze());
+        }
+        let total = head.len + body_len;
+        if !read_at_least(stream, &mut input, total).await {
+            return Served::Closed;
+        }
+        let request = Request {
+            view: View {
+                buf: &input[..total],
+                head: &head,
+            },
+            body_at: head.len,
+            peer,
+        };
+        let draining_now = *draining.borrow();
+        match handle(
+            core,
+            &ctx.load_full(),
+            stream,
+            &request,
+            &mut bufs,
+            draining_now,
+        )
+        .await
+        {
+            Next::KeepAlive => input.advance(total),
+            Next::Close => return Served::Closed,
+            Next::Handover => return Served::Handover(input.freeze()),
+        }
+    }
+}
+
+enum HeadRead {
+    Ready,
+    Closed,
+    Handover,
+    Refused(u16, &'static str),
+}
+
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+async fn read_head(
+    stream: &mut TcpStream,
+    input: &mut BytesMut,
+    head: &mut RequestHead,
+    draining: &mut watch::Receiver<bool>,
+) -> HeadRead {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if input.starts_with(H2_PREFACE_START) {
+            return HeadRead::Handover;
+        }
+        let maybe_preface =
+            input.len() < H2_PREFACE_START.len() && H2_PREFACE_START.starts_with(input);
+        if !input.is_empty() && !maybe_preface {
+            match head::parse_request(input, head) {
+                Ok(true) => return HeadRead::Ready,
+                Ok(false) if input.len() > MAX_HEADER_BYTES => {
+                    return HeadRead::Refused(431, "request headers too large")
+                }
+                Ok(false) => {}
+                Err(refusal) => return HeadRead::Refused(refusal.status, refusal.reason),
+            }
+        }
+        input.reserve(4 * 1024);
+        let read = if input.is_empty() {
+            // Idle between requests: wait as long as the client likes, unless draining.
+            tokio::select! {
+                r = stream.read_buf(input) => r,
+                _ = draining.changed() => return HeadRead::Closed,
+            }
+        } else {
+            let until = *deadline.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
+            match tokio::time::timeout_at(until, stream.read_buf(input)).await {
+                Ok(r) => r,
+                Err(_) => return HeadRead::Closed,
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            return HeadRead::Closed;
+        }
+    }
+}
+
+async fn read_at_least(stream: &mut TcpStream, input: &mut BytesMut, total: usize) -> bool {
+    let until = Instant::now() + BODY_READ_TIMEOUT;
+    while input.len() < total {
+        input.reserve(total - input.len());
+        match tokio::time::timeout_at(until, stream.read_buf(input)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A complete request: head and body, in the connection's input buffer.
+struct Request<'a> {
+    view: View<'a>,
+    body_at: usize,
+    peer: SocketAddr,
+}
+
+impl Request<'_> {
+    fn body(&self) -> &[u8] {
+        &self.view.buf[self.body_at..]
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    Handover,
+}
+
+/// What answers a request.
+enum Reply<'t> {
+    Local(LocalReply),
+    Redirect(u16, String),
+    Upstream {
+        conn: TcpStream,
+        addr: SocketAddr,
+        edits: Edits<'t>,
+    },
+}
+
+async fn handle(
+    core: &ProxyCore,
+    ctx: &ListenerCtx,
+    stream: &mut TcpStream,
+    req: &Request<'_>,
+    bufs: &mut Buffers,
+    draining: bool,
+) -> Next {
+    let table = core.table.load_full();
+    let route = table
+        .route_config(&ctx.route_config)
+        .map(|rc| select::route(rc, &req.view));
+    if let Some(Some(Route {
+        action: Action::Forward(f),
+        ..
+    })) = route
+    {
+        if !f.mirrors.is_empty() {
+            return Next::Handover;
+        }
+    }
+    let start = Instant::now();
+    let mut labels = RequestLabels::new(ctx.direction);
+    if core.metrics.access_log {
+        labels.access = Some(Box::new(access_entry(req)));
+    }
+    let reply = match route {
+        None => Reply::Local(LocalReply::new(
+            503,
+            format!(
+                "route configuration {:?} not received yet",
+                ctx.route_config
+            ),
+            "NR",
+        )),
+        Some(None) => Reply::Local(LocalReply::new(404, "no route matched", "NR")),
+        Some(Some(route)) => respond(core, &table, route, req, bufs, &mut labels).await,
+    };
+    let close = !req.view.head.keep_alive || draining;
+    let (status, flag, keep) = match reply {
+        Reply::Local(r) => {
+            r.write(&mut bufs.out, close);
+            let written = stream.write_all(&bufs.out).await.is_ok();
+            (r.status, r.flag, written && !close)
+        }
+        Reply::Redirect(status, location) => {
+            encode::redirect(&mut bufs.out, status, &location, close);
+            let written = stream.write_all(&bufs.out).await.is_ok();
+            (status, "", written && !close)
+        }
+        Reply::Upstream { conn, addr, edits } => {
+            let status = bufs.up_head.status;
+            (
+                status,
+                "",
+                relay(stream, conn, addr, bufs, &edits, close).await,
+            )
+        }
+    };
+    if let (Some((service, version)), Direction::Inbound) = (&ctx.identity, ctx.direction) {
+        labels.set_destination(service, version);
+    }
+    core.metrics.count(labels, status, flag, start);
+    if keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+async fn respond<'t>(
+    core: &ProxyCore,
+    table: &'t RouteTable,
+    route: &'t Route,
+    req: &Request<'_>,
+    bufs: &mut Buffers,
+    labels: &mut RequestLabels,
+) -> Reply<'t> {
+    if let Some(abort) = crate::http::fault_abort(route).await {
+        return Reply::Local(LocalReply::new(
+            abort.status.as_u16(),
+            "fault injected",
+            "FI",
+        ));
+    }
+    match &route.action {
+        Action::Redirect(r) => Reply::Redirect(r.status, select::redirect_location(r, &req.view)),
+        Action::Forward(f) => forward(core, table, route, f, req, bufs, labels).await,
+    }
+}
+
+async fn forward<'t>(
+    core: &ProxyCore,
+    table: &'t RouteTable,
+    route: &'t Route,
+    f: &'t Forward,
+    req: &Request<'_>,
+    bufs: &mut Buffers,
+    labels: &mut RequestLabels,
+) -> Reply<'t> {
+    let wc = forward::pick_cluster(f);
+    labels.set_cluster(&wc.name);
+    let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
+    else {
+        let message = format!("cluster {:?} not received yet", wc.name);
+        return Reply::Local(LocalReply::new(503, message, "NC"));
+    };
+    let hash = select::hash_key(&f.hash, &req.view, req.peer);
+    let edits = Edits::new([&route.request_ops, &wc.request_ops]);
+    encode::request_head(&mut bufs.out, &req.view, route, f, &edits);
+    bufs.out.extend_from_slice(req.body());
+    let target = Target {
+        spec,
+        state: &state,
+        retry: f.retry.as_ref(),
+        hash,
+        head_request: req.view.method() == "HEAD",
+    };
+    let upstream = Upstream {
+        buf: &mut bufs.up,
+        head: &mut bufs.up_head,
+    };
+    let attempts = attempts(core, &target, &bufs.out, upstream);
+    let result = match f.timeout {
+        Some(t) => tokio::time::timeout(t, attempts)
+            .await
+            .unwrap_or_else(|_| Err(LocalReply::new(504, "upstream request timeout", "UT"))),
+        None => attempts.await,
+    };
+    match result {
+        Ok((conn, addr)) => Reply::Upstream {
+            conn,
+            addr,
+            edits: Edits::new([&wc.response_ops, &route.response_ops]),
+        },
+        Err(local) => Reply::Local(local),
+    }
+}
+
+/// Where a request goes: the cluster and how to treat its attempts.
+struct Target<'a> {
+    spec: &'a ClusterSpec,
+    state: &'a ClusterState,
+    retry: Option<&'a RetrySpec>,
+    hash: Option<u64>,
+    head_request: bool,
+}
+
+/// Where the upstream's response head lands.
+struct Upstream<'a> {
+    buf: &'a mut BytesMut,
+    head: &'a mut ResponseHead,
+}
+
+/// Sends `request` to endpoints of the cluster until a response is not retried: the connection
+/// it came on (its head parsed into `up`), or the proxy's own reply.
+async fn attempts(
+    core: &ProxyCore,
+    t: &Target<'_>,
+    request: &[u8],
+    mut up: Upstream<'_>,
+) -> Result<(TcpStream, SocketAddr), LocalReply> {
+    let Some(_admitted) = Admission::new(t.spec, t.state, http::Version::HTTP_11) else {
+        let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
+        reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
+        return Err(reply);
+    };
+    let mut tried = 0u32;
+    let mut previous: Vec<SocketAddr> = Vec::new();
+    loop {
+        let Some(addr) = balance::pick(t.spec, t.state, t.hash, now_ms(), &previous) else {
+            return Err(LocalReply::new(503, "no healthy upstream", "UH"));
+        };
+        let endpoint = t.state.endpoint(&addr).cloned().unwrap_or_default();
+        let result = {
+            let _in_flight = InFlight::new(&endpoint);
+            let exchange = exchange(addr, request, t.head_request, &mut up);
+            match t.retry.and_then(|r| r.per_try_timeout) {
+                Some(limit) => tokio::time::timeout(limit, exchange)
+                    .await
+                    .unwrap_or(Err(Failure::Timeout)),
+                None => exchange.await,
+            }
+        };
+        let (outcome, retriable) = match &result {
+            Ok(_) => forward::classify_status(up.head.status, None, t.retry),
+            Err(failure) => forward::classify_failure(failure, t.retry),
+        };
+        forward::record_outlier(t.spec, t.state, &endpoint, outcome);
+        let may_retry = t.retry.is_some_and(|r| tried < r.num_retries)
+            && forward::retry_budget(t.spec, t.state);
+        if retriable && may_retry {
+            tried += 1;
+            previous.push(addr);
+            core.metrics.retries.inc();
+            let counters = &t.state.counters;
+            counters.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+            forward::backoff(tried).await;
+            counters.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        return match result {
+            Ok(conn) => Ok((conn, addr)),
+            Err(Failure::Connect(e)) => Err(LocalReply::new(
+                503,
+                format!("upstream connect error: {e}"),
+                "UF",
+            )),
+            Err(Failure::Reset(e)) => {
+                Err(LocalReply::new(503, format!("upstream reset: {e}"), "UR"))
+            }
+            Err(Failure::Timeout) => Err(LocalReply::new(504, "upstream per-try timeout", "UT")),
+        };
+    }
+}
+
+/// An endpoint's in-flight count (least-request balancing) for as long as an attempt lives,
+/// including one abandoned by a timeout.
+struct InFlight<'a>(&'a EndpointState);
+
+impl<'a> InFlight<'a> {
+    fn new(endpoint: &'a Arc<EndpointState>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(endpoint)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why one send on one connection failed.
+enum SendError {
+    /// Nothing came back: on a pooled connection, the upstream had closed it while idle.
+    Nothing(String),
+    Broken(String),
+}
+
+/// One attempt on one endpoint: a pooled connection (or, when those turn out closed, a new one).
+async fn exchange(
+    addr: SocketAddr,
+    request: &[u8],
+    head_request: bool,
+    up: &mut Upstream<'_>,
+) -> Result<TcpStream, Failure> {
+    loop {
+        let (mut conn, reused) = match pool::checkout(addr) {
+            Some(conn) => (conn, true),
+            None => (pool::connect(addr).await.map_err(Failure::Connect)?, false),
+        };
+        match send(&mut conn, request, head_request, up).await {
+            Ok(()) => return Ok(conn),
+            Err(SendError::Nothing(_)) if reused => continue,
+            Err(SendError::Nothing(e) | SendError::Broken(e)) => return Err(Failure::Reset(e)),
+        }
+    }
+}
+
+async fn send(
+    conn: &mut TcpStream,
+    request: &[u8],
+    head_request: bool,
+    up: &mut Upstream<'_>,
+) -> Result<(), SendError> {
+    up.buf.clear();
+    conn.write_all(request)
+        .await
+        .map_err(|e| SendError::Nothing(e.to_string()))?;
+    loop {
+        up.buf.reserve(8 * 1024);
+        let received = conn.read_buf(up.buf).await;
+        let lost = |e: String| {
+            if up.buf.is_empty() {
+                SendError::Nothing(e)
+            } else {
+                SendError::Broken(e)
+            }
+        };
+        match received {
+            Ok(0) => return Err(lost("upstream closed the connection".into())),
+            Err(e) => return Err(lost(e.to_string())),
+            Ok(_) => {}
+        }
+        loop {
+            match head::parse_response(up.buf, head_request, up.head) {
+                // An interim response (100 Continue, 103 Early Hints): not relayed.
+                Ok(Some(len)) if (100..200).contains(&up.head.status) && up.head.status != 101 => {
+                    up.buf.advance(len);
+                }
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if up.buf.len() > MAX_RESPONSE_HEAD => {
+                    return Err(SendError::Broken("response head too large".into()))
+                }
+                Ok(None) => break,
+                Err(e) => return Err(SendError::Broken(e.into())),
+            }
+        }
+    }
+}
+
+/// Where a response body stands.
+enum BodyLeft {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl BodyLeft {
+    /// Of `bytes`, how many belong to the body, and whether the body ends with them.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
+        match self {
+            BodyLeft::Length(left) => {
+                let take = (*left).min(bytes.len() as u64);
+                *left -= take;
+                Ok((take as usize, *left == 0))
+            }
+            BodyLeft::Chunked(scanner) => Ok(match scanner.feed(bytes)? {
+                Some(end) => (end, true),
+                None => (bytes.len(), false),
+            }),
+            BodyLeft::UntilClose => Ok((bytes.len(), false)),
+        }
+    }
+}
+
+/// Relays the upstream's response (head parsed in `bufs`) to the client. Returns whether the
+/// downstream connection stays open; the upstream connection goes back to the pool when its
+/// response was read to the end and it may be reused.
+async fn relay(
+    stream: &mut TcpStream,
+    mut conn: TcpStream,
+    addr: SocketAddr,
+    bufs: &mut Buffers,
+    edits: &Edits<'_>,
+    close: bool,
+) -> bool {
+    let head = &bufs.up_head;
+    let close = close || head.framing == Framing::UntilClose;
+    encode::response_head(&mut bufs.out, &bufs.up, head, edits, close);
+    let mut left = match head.framing {
+        Framing::Empty => BodyLeft::Length(0),
+        Framing::Length(n) => BodyLeft::Length(n),
+        Framing::Chunked => BodyLeft::Chunked(ChunkedScanner::default()),
+        Framing::UntilClose => BodyLeft::UntilClose,
+    };
+    let mut reusable = head.reusable;
+    let received = &bufs.up[head.len..];
+    let Ok((take, mut done)) = left.feed(received) else {
+        return false;
+    };
+    reusable &= take == received.len();
+    bufs.out.extend_from_slice(&received[..take]);
+    if stream.write_all(&bufs.out).await.is_err() {
+        return false;
+    }
+    while !done {
+        bufs.up.clear();
+        bufs.up.reserve(16 * 1024);
+        let n = match conn.read_buf(&mut bufs.up).await {
+            Ok(0) if matches!(left, BodyLeft::UntilClose) => break,
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let Ok((take, ended)) = left.feed(&bufs.up) else {
+            return false;
+        };
+        reusable &= take == n;
+        if stream.write_all(&bufs.up[..take]).await.is_err() {
+            return false;
+        }
+        done = ended;
+    }
+    if reusable && done {
+        pool::checkin(addr, conn);
+    }
+    !close
+}
+
+fn access_entry(req: &Request<'_>) -> AccessEntry {
+    let v = &req.view;
+    AccessEntry {
+        start_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        method: v.method().to_string(),
+        authority: v.authority().to_string(),
+        path: v.path_and_query().to_string(),
+        protocol: "HTTP/1.1",
+        peer: req.peer.to_string(),
+    }
+}
