@@ -28,7 +28,7 @@ struct State {
     /// What the control plane sent last, per type.
     latest: Resources,
     /// Route configurations in use (may lag `latest.routes` while clusters warm).
-    applied_routes: BTreeMap<String, RouteConfiguration>,
+    applied_routes: BTreeMap<String, Arc<RouteConfiguration>>,
     /// What was compiled last (for clusters that linger while routes still use them).
     effective: Resources,
     version: u64,
@@ -127,8 +127,8 @@ impl ConfigStore {
 /// use before (if any).
 fn warm_routes(
     latest: &Resources,
-    applied: &BTreeMap<String, RouteConfiguration>,
-) -> BTreeMap<String, RouteConfiguration> {
+    applied: &BTreeMap<String, Arc<RouteConfiguration>>,
+) -> BTreeMap<String, Arc<RouteConfiguration>> {
     let mut out = BTreeMap::new();
     for (name, rc) in &latest.routes {
         if clusters_of(rc).iter().all(|c| is_warm(latest, c)) {
@@ -176,13 +176,16 @@ fn clusters_of(rc: &RouteConfiguration) -> BTreeSet<String> {
 /// proxy's own resources.
 fn effective(
     latest: &Resources,
-    applied_routes: &BTreeMap<String, RouteConfiguration>,
+    applied_routes: &BTreeMap<String, Arc<RouteConfiguration>>,
     previous: &Resources,
     local: &LocalResources,
 ) -> Resources {
     let mut r = latest.clone();
     r.routes = applied_routes.clone();
-    let used: BTreeSet<String> = applied_routes.values().flat_map(clusters_of).collect();
+    let used: BTreeSet<String> = applied_routes
+        .values()
+        .flat_map(|rc| clusters_of(rc))
+        .collect();
     for name in used.iter().filter(|n| !latest.clusters.contains_key(*n)) {
         let Some(c) = previous.clusters.get(name) else {
             continue;
@@ -201,10 +204,10 @@ fn effective(
     r
 }
 
-fn by_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> BTreeMap<String, T> {
+fn by_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> BTreeMap<String, Arc<T>> {
     items
         .into_iter()
-        .map(|i| (name(&i).to_string(), i))
+        .map(|i| (name(&i).to_string(), Arc::new(i)))
         .collect()
 }
 

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::{Message, Name};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 fn socket(addr: SocketAddr) -> Address {
     Address {
@@ -108,8 +109,9 @@ pub fn inbound(listen: SocketAddr, app: SocketAddr) -> Resources {
         ..Default::default()
     };
     let mut r = Resources::default();
-    r.listeners.insert(listener.name.clone(), listener);
-    r.routes.insert(route_name, route);
-    r.clusters.insert(cluster_name, cluster);
+    r.listeners
+        .insert(listener.name.clone(), Arc::new(listener));
+    r.routes.insert(route_name, Arc::new(route));
+    r.clusters.insert(cluster_name, Arc::new(cluster));
     r
 }

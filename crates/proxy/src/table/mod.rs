@@ -53,13 +53,14 @@ pub struct TcpRoute {
 
 pub const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 
-/// The raw resources last accepted, per type, by name.
+/// The raw resources last accepted, per type, by name. Shared (`Arc`): the proxy keeps several
+/// views of them (latest, applied, effective) and copying decoded protos was most of its memory.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
-    pub listeners: BTreeMap<String, Listener>,
-    pub routes: BTreeMap<String, RouteConfiguration>,
-    pub clusters: BTreeMap<String, Cluster>,
-    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    pub listeners: BTreeMap<String, Arc<Listener>>,
+    pub routes: BTreeMap<String, Arc<RouteConfiguration>>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub endpoints: BTreeMap<String, Arc<ClusterLoadAssignment>>,
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +90,10 @@ impl RouteTable {
         }
         for c in r.clusters.values() {
             let eds_name = cluster::eds_service_name(c);
-            let assignment = eds_name.as_deref().and_then(|n| r.endpoints.get(n));
+            let assignment = eds_name
+                .as_deref()
+                .and_then(|n| r.endpoints.get(n))
+                .map(|a| &**a);
             let compiled =
                 cluster::compile(c, assignment).map_err(|e| format!("Cluster {}: {e}", c.name))?;
             table.clusters.insert(c.name.clone(), Arc::new(compiled));
@@ -107,7 +111,7 @@ impl RouteTable {
 }
 
 /// Route configuration names the listeners refer to (what to subscribe to over RDS).
-pub fn route_names(listeners: &BTreeMap<String, Listener>) -> BTreeSet<String> {
+pub fn route_names(listeners: &BTreeMap<String, Arc<Listener>>) -> BTreeSet<String> {
     listeners
         .values()
         .filter_map(|l| hcm_of(l).ok().flatten())
@@ -116,10 +120,10 @@ pub fn route_names(listeners: &BTreeMap<String, Listener>) -> BTreeSet<String> {
 }
 
 /// EDS service names the clusters refer to (what to subscribe to over EDS).
-pub fn eds_names(clusters: &BTreeMap<String, Cluster>) -> BTreeSet<String> {
+pub fn eds_names(clusters: &BTreeMap<String, Arc<Cluster>>) -> BTreeSet<String> {
     clusters
         .values()
-        .filter_map(cluster::eds_service_name)
+        .filter_map(|c| cluster::eds_service_name(c))
         .collect()
 }
 
