@@ -345,3 +345,24 @@ async fn mirroring_copies_requests_without_delaying_them() {
         .unwrap();
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_see_the_authority_the_client_sent_over_http1_and_http2() {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let sent = proxy.upstream.to_string();
+    let h1 = Http1Client::new().get(&proxy.url("/a"), &[]).await.unwrap();
+    let h2 = Http2Client::new().get(&proxy.url("/a"), &[]).await.unwrap();
+    for (name, reply) in [("http1", h1), ("http2", h2)] {
+        let json = reply.json().unwrap();
+        assert_eq!(json["authority"], sent.as_str(), "{name}: {json}");
+        assert_ne!(
+            json["authority"],
+            v1.addr().to_string().as_str(),
+            "{name}: not the endpoint's address"
+        );
+    }
+    proxy.stop().await;
+}

@@ -13,7 +13,7 @@
 mod chunked;
 mod encode;
 pub mod head;
-mod pool;
+pub(crate) mod pool;
 mod prefixed;
 #[cfg(test)]
 mod tests;

@@ -260,10 +260,18 @@ async fn attempt(
     let h2 = parts.version == Version::HTTP_2;
     let request = upstream_request(parts, body, addr, h2);
     endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-    let call = if h2 {
-        core.h2.request(request)
-    } else {
-        core.h1.request(request)
+    let call = async {
+        if h2 {
+            super::h2pool::send(addr, request).await
+        } else {
+            core.h1.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Connect(error_chain(&e))
+                } else {
+                    Failure::Reset(error_chain(&e))
+                }
+            })
+        }
     };
     let result = match per_try {
         Some(t) => tokio::time::timeout(t, call)
@@ -272,14 +280,10 @@ async fn attempt(
         None => Ok(call.await),
     };
     endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-    match result? {
-        Ok(response) => Ok(response),
-        Err(e) if e.is_connect() => Err(Failure::Connect(error_chain(&e))),
-        Err(e) => Err(Failure::Reset(error_chain(&e))),
-    }
+    result?
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -307,9 +311,15 @@ fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Re
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    // HTTP/2 connections are the endpoint's own, so the URI keeps the client's authority (the
+    // upstream's `:authority`); the HTTP/1 client finds its connection by the URI's address.
+    let authority = match super::select::RequestView::authority(parts) {
+        a if h2 && !a.is_empty() => a.to_string(),
+        _ => addr.to_string(),
+    };
     let mut builder = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("http://{addr}{path}"));
+        .uri(format!("http://{authority}{path}"));
     builder = builder.version(if h2 {
         Version::HTTP_2
     } else {
@@ -483,10 +493,17 @@ fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payl
                 request.headers_mut().insert(header::HOST, v);
             }
         }
-        let client = if h2 { core.h2.clone() } else { core.h1.clone() };
+        let client = core.h1.clone();
         core.metrics.mirrored.inc();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.request(request)).await;
+            let send = async {
+                if h2 {
+                    let _ = super::h2pool::send(addr, request).await;
+                } else {
+                    let _ = client.request(request).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
         });
     }
 }

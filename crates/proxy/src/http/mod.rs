@@ -4,6 +4,7 @@
 
 pub mod body;
 pub(crate) mod forward;
+mod h2pool;
 pub mod select;
 mod upgrade;
 
@@ -57,7 +58,6 @@ pub struct ProxyCore {
     pub upstreams: Upstreams,
     pub metrics: ProxyMetrics,
     pub(crate) h1: Client<HttpConnector, Body>,
-    pub(crate) h2: Client<HttpConnector, Body>,
 }
 
 impl ProxyCore {
@@ -68,16 +68,11 @@ impl ProxyCore {
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
             upstreams: Upstreams::default(),
             metrics,
             h1,
-            h2,
         })
     }
 
