@@ -366,3 +366,35 @@ async fn upstreams_see_the_authority_the_client_sent_over_http1_and_http2() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_retried_and_their_deadline_is_enforced() {
+    let (bad, good) = (app("v1").await, app("v1").await);
+    bad.set_error_rate(1.0).unwrap();
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 3, retryOn: unavailable}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&bad, &good], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let grpc = GrpcClient::new(proxy.upstream).with_authority("reviews:9080");
+    let report = run_load(LoadCall::grpc(grpc.clone()), plan(200)).await;
+    assert_eq!(
+        report.failed, 0,
+        "UNAVAILABLE from the bad endpoint retried onto the good one: {:?}",
+        report.failures
+    );
+    assert!(bad.requests().total > 0, "the failing endpoint was tried");
+
+    // The caller's grpc-timeout (300 ms, no client-side deadline) is enforced by the proxy.
+    good.set_latency(Duration::from_secs(3));
+    bad.set_error_rate(0.0).unwrap();
+    bad.set_latency(Duration::from_secs(3));
+    let options = CallOptions::default().metadata("grpc-timeout", "300m");
+    let started = tokio::time::Instant::now();
+    let err = grpc.version(&options).await.unwrap_err();
+    assert_eq!(err.code, 4, "DEADLINE_EXCEEDED: {err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    proxy.stop().await;
+}

@@ -76,3 +76,121 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
+
+/// A request's `grpc-timeout` (1 to 8 digits and a unit: H, M, S, m, u, n).
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let raw = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The copy of a streamed request body kept for a retry: complete once the body has ended, if
+/// it stayed within the size limit and carried no trailers.
+#[derive(Debug, Default)]
+pub struct Recording {
+    bytes: bytes::BytesMut,
+    limit: usize,
+    ended: bool,
+    too_big: bool,
+}
+
+impl Recording {
+    /// The whole body, once it has ended and if it could be kept.
+    pub fn complete(copy: &std::sync::Mutex<Recording>) -> Option<Bytes> {
+        let r = copy.lock().unwrap_or_else(|e| e.into_inner());
+        (r.ended && !r.too_big).then(|| r.bytes.clone().freeze())
+    }
+}
+
+/// `body`, streamed as it is, while a copy of up to `limit` bytes is kept.
+pub fn recorded(body: Body, limit: usize) -> (Body, std::sync::Arc<std::sync::Mutex<Recording>>) {
+    let copy = std::sync::Arc::new(std::sync::Mutex::new(Recording {
+        limit,
+        ended: hyper::body::Body::is_end_stream(&body),
+        ..Default::default()
+    }));
+    let body = RecordingBody {
+        inner: body,
+        copy: copy.clone(),
+    };
+    (body.boxed_unsync(), copy)
+}
+
+struct RecordingBody {
+    inner: Body,
+    copy: std::sync::Arc<std::sync::Mutex<Recording>>,
+}
+
+impl hyper::body::Body for RecordingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(frame) = &polled {
+            let mut r = this.copy.lock().unwrap_or_else(|e| e.into_inner());
+            // The sender may stop polling once the body says it has ended.
+            r.ended |= this.inner.is_end_stream();
+            match frame {
+                Some(Ok(f)) => match f.data_ref() {
+                    Some(data) if r.bytes.len() + data.len() <= r.limit => {
+                        r.bytes.extend_from_slice(data)
+                    }
+                    _ => r.too_big = true,
+                },
+                Some(Err(_)) => r.too_big = true,
+                None => r.ended = true,
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeout_units_and_bad_values() {
+        let parse = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(parse("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("5u"), Some(Duration::from_micros(5)));
+        for bad in ["m", "123456789S", "10x", "1.5S", "-1S"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

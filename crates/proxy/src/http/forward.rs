@@ -70,19 +70,43 @@ pub async fn forward(
         hash,
         grpc,
     );
-    let mut response = match f.timeout {
-        Some(t) => tokio::time::timeout(t, attempts).await.unwrap_or_else(|_| {
-            local_reply(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream request timeout",
-                grpc,
-                "UT",
-            )
-        }),
+    // A gRPC caller's own deadline (`grpc-timeout`) bounds the call when it is the shorter.
+    let deadline = grpc.then(|| body::grpc_timeout(&parts.headers)).flatten();
+    let (limit, by_deadline) = match (f.timeout, deadline) {
+        (Some(t), Some(d)) if d < t => (Some(d), true),
+        (None, Some(d)) => (Some(d), true),
+        (t, _) => (t, false),
+    };
+    let mut response = match limit {
+        Some(t) => tokio::time::timeout(t, attempts)
+            .await
+            .unwrap_or_else(|_| timeout_reply(grpc, by_deadline)),
         None => attempts.await,
     };
     wc.response_ops.apply(response.headers_mut());
     response
+}
+
+fn timeout_reply(grpc: bool, by_deadline: bool) -> Response<Body> {
+    if !by_deadline {
+        return local_reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout",
+            grpc,
+            "UT",
+        );
+    }
+    let mut reply = local_reply(
+        StatusCode::GATEWAY_TIMEOUT,
+        "deadline exceeded (grpc-timeout)",
+        true,
+        "UT",
+    );
+    reply.headers_mut().insert(
+        "grpc-status",
+        HeaderValue::from(body::GRPC_DEADLINE_EXCEEDED),
+    );
+    reply
 }
 
 pub(crate) fn pick_cluster(f: &Forward) -> &WeightedCluster {
@@ -106,6 +130,12 @@ pub(crate) fn pick_cluster(f: &Forward) -> &WeightedCluster {
 enum Payload {
     Buffered(Bytes),
     Stream(Option<Body>),
+    /// A gRPC request: streamed (a streaming call may wait for answers before it ends its
+    /// request) while a copy is kept, so that once it has ended it can be sent again.
+    Recorded {
+        body: Option<Body>,
+        copy: Arc<std::sync::Mutex<body::Recording>>,
+    },
 }
 
 /// The downstream request body could not be read (bad chunking, reset): the client's fault.
@@ -113,8 +143,15 @@ pub struct BadBody(pub String);
 
 impl Payload {
     async fn new(mut body: Incoming, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
-        if !want_replay || grpc {
+        if !want_replay {
             return Ok(Payload::Stream(Some(body::incoming(body))));
+        }
+        if grpc {
+            let (body, copy) = body::recorded(body::incoming(body), MAX_REPLAY_BODY);
+            return Ok(Payload::Recorded {
+                body: Some(body),
+                copy,
+            });
         }
         let mut frames: Vec<Frame<Bytes>> = Vec::new();
         let mut size = 0usize;
@@ -142,13 +179,20 @@ impl Payload {
     }
 
     fn replayable(&self) -> bool {
-        matches!(self, Payload::Buffered(_))
+        match self {
+            Payload::Buffered(_) => true,
+            Payload::Stream(_) => false,
+            Payload::Recorded { copy, .. } => body::Recording::complete(copy).is_some(),
+        }
     }
 
     fn take(&mut self) -> Body {
         match self {
             Payload::Buffered(b) => body::full(b.clone()),
             Payload::Stream(s) => s.take().unwrap_or_else(body::empty),
+            Payload::Recorded { body, copy } => body.take().unwrap_or_else(|| {
+                body::Recording::complete(copy).map_or_else(body::empty, body::full)
+            }),
         }
     }
 }
