@@ -49,7 +49,7 @@ pub async fn forward(
     };
     let hash = super::select::hash_key(&f.hash, &parts, peer);
     if super::upgrade::is_upgrade(&parts) {
-        return super::upgrade::tunnel(core, spec, &state, parts, hash).await;
+        return Box::pin(super::upgrade::tunnel(core, spec, &state, parts, hash)).await;
     }
     let replay = f.retry.is_some() || !f.mirrors.is_empty();
     let mut payload = match Payload::new(body, grpc, replay).await {
@@ -262,7 +262,7 @@ async fn attempts(
                 .counters
                 .retries_in_flight
                 .fetch_add(1, Ordering::Relaxed);
-            backoff(tried).await;
+            Box::pin(backoff(tried)).await;
             state
                 .counters
                 .retries_in_flight

@@ -20,7 +20,8 @@ thread_local! {
 pub async fn send(addr: SocketAddr, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
     let mut sender = match cached(addr) {
         Some(sender) => sender,
-        None => connect(addr).await?,
+        // Boxed: the handshake is rare and large, and would otherwise grow every request's future.
+        None => Box::pin(connect(addr)).await?,
     };
     if let Err(e) = sender.ready().await {
         forget(addr);

@@ -123,8 +123,11 @@ impl ProxyCore {
         let Some(route) = select::route(rc, &parts) else {
             return local_reply(StatusCode::NOT_FOUND, "no route matched", grpc, "NR");
         };
-        if let Some(reply) = fault(route, grpc).await {
-            return reply;
+        if route.fault.is_some() {
+            // Boxed: rare, and its timer would otherwise grow every request's future.
+            if let Some(reply) = Box::pin(fault(route, grpc)).await {
+                return reply;
+            }
         }
         route.request_ops.apply(&mut parts.headers);
         ensure_traceparent(&mut parts.headers);
