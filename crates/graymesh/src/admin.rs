@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use graymesh_sources::{DirStore, EmbeddedRegistry, Registration};
+use graymesh_sources::{ConfigStore, EmbeddedRegistry, Registration};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::{json as xds_json, ProxyClass, SnapshotCache, SyncStatus};
@@ -20,7 +20,7 @@ mod config_metrics;
 
 #[derive(Clone)]
 pub struct AdminState {
-    store: Arc<DirStore>,
+    store: ConfigStore,
     registry: EmbeddedRegistry,
     cache: SnapshotCache,
     status: SyncStatus,
@@ -30,7 +30,7 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(
-        store: Arc<DirStore>,
+        store: ConfigStore,
         registry: EmbeddedRegistry,
         cache: SnapshotCache,
         status: SyncStatus,
@@ -74,11 +74,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !s.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    if !s.store.writable() {
+        let message = format!(
+            "not ready for writes: {} is unreachable (xDS keeps serving the config it has)\n",
+            s.store.source()
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
@@ -100,8 +106,22 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The xDS clients, and the config values the store skipped (broken values in etcd), so
+/// `proxy-status` users see why an object they wrote is not served.
 async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(json!({ "version": s.cache.current().version, "clients": s.status.clients() }))
+    let errors: Vec<String> = s
+        .store
+        .subscribe()
+        .borrow()
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Json(json!({
+        "version": s.cache.current().version,
+        "clients": s.status.clients(),
+        "config_errors": errors,
+    }))
 }
 
 /// The config being served and why the latest edit did not apply, if it did not.
@@ -118,7 +138,8 @@ async fn configz(State(s): State<AdminState>) -> Json<serde_json::Value> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
     Json(json!({
-        "source": s.store.dir().display().to_string(),
+        "source": s.store.source(),
+        "writable": s.store.writable(),
         "version": state.version,
         "applied_at_unix": applied_at,
         "objects": objects,
