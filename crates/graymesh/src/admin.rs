@@ -1,5 +1,6 @@
 //! Pilot's admin HTTP server (default 127.0.0.1:15014): health, readiness, Prometheus metrics,
-//! debug views of the config and the xDS clients, and the registration API sidecars use.
+//! debug views of the config and the xDS clients, the config API the CLI writes through, and the
+//! registration API sidecars use.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -16,6 +17,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod config_api;
 mod config_metrics;
 
 #[derive(Clone)]
@@ -63,6 +65,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
         .route("/debug/configz", get(configz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/registryz", get(registryz))
+        .route("/v1/config", post(config_api::apply))
+        .route("/v1/config/{kind}", get(config_api::list))
+        .route(
+            "/v1/config/{kind}/{namespace}/{name}",
+            get(config_api::get_one).delete(config_api::delete),
+        )
         .route("/v1/registry/instances", post(register).get(list_instances))
         .route(
             "/v1/registry/instances/{id}",
