@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use graymesh_sources::{ConfigStore, EmbeddedRegistry, Registration};
+use graymesh_sources::{ConfigStore, Registration, Registry as InstanceRegistry, RegistryError};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::{json as xds_json, ProxyClass, SnapshotCache, SyncStatus};
@@ -23,7 +23,7 @@ mod config_metrics;
 #[derive(Clone)]
 pub struct AdminState {
     store: ConfigStore,
-    registry: EmbeddedRegistry,
+    registry: InstanceRegistry,
     cache: SnapshotCache,
     status: SyncStatus,
     metrics: Arc<Registry>,
@@ -33,7 +33,7 @@ pub struct AdminState {
 impl AdminState {
     pub fn new(
         store: ConfigStore,
-        registry: EmbeddedRegistry,
+        registry: InstanceRegistry,
         cache: SnapshotCache,
         status: SyncStatus,
         xds: &XdsMetrics,
@@ -203,9 +203,9 @@ async fn register(State(s): State<AdminState>, body: axum::body::Bytes) -> Respo
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("registration body: {e}")),
     };
-    match s.registry.register(registration) {
+    match s.registry.register(registration).await {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => registry_error(e),
     }
 }
 
@@ -214,27 +214,35 @@ async fn list_instances(State(s): State<AdminState>) -> Json<Vec<Registration>> 
 }
 
 async fn heartbeat(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    if s.registry.heartbeat(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(
+    match s.registry.heartbeat(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "instance {id:?} is not registered (expired or never registered): register again"
             ),
-        )
+        ),
+        Err(e) => registry_error(e),
     }
 }
 
 async fn deregister(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    if s.registry.deregister(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(
+    match s.registry.deregister(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("instance {id:?} is not registered"),
-        )
+        ),
+        Err(e) => registry_error(e),
     }
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    let code = match e {
+        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
 }
 
 fn error(code: StatusCode, message: String) -> Response {

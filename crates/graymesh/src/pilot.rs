@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use clap::Args;
 use graymesh_model::ConfigSet;
 use graymesh_sources::{
-    ConfigState, ConfigStore, DirStore, EmbeddedRegistry, EtcdStore, Registration, RegistrySnapshot,
+    ConfigState, ConfigStore, DirStore, EmbeddedRegistry, EtcdRegistry, EtcdStore, Registration,
+    Registry, RegistrySnapshot,
 };
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::{AdsServer, SnapshotCache, SyncStatus};
@@ -43,7 +44,7 @@ pub struct PilotArgs {
 
 pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
-    let registry = EmbeddedRegistry::new();
+    let registry = open_registry(&args).await?;
     let config_rx = store.subscribe();
     let initial = config_rx.borrow().config.clone();
     let cache = SnapshotCache::new(
@@ -75,7 +76,12 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
         ),
         ConfigStore::Etcd(etcd) => tokio::spawn(etcd.clone().watch()),
     };
-    tokio::spawn(registry.clone().run_expiry(Duration::from_millis(500)));
+    match &registry {
+        Registry::Embedded(embedded) => {
+            tokio::spawn(embedded.clone().run_expiry(Duration::from_millis(500)))
+        }
+        Registry::Etcd(etcd) => tokio::spawn(etcd.clone().watch()),
+    };
     tokio::spawn(rebuild_on_change(
         config_rx,
         registry.subscribe(),
@@ -120,6 +126,18 @@ async fn open_store(args: &PilotArgs) -> anyhow::Result<ConfigStore> {
         )
     })?;
     Ok(ConfigStore::Dir(Arc::new(store)))
+}
+
+/// With `--etcd`, registrations live in etcd under leases (shared by every replica); otherwise
+/// in this pilot's memory.
+async fn open_registry(args: &PilotArgs) -> anyhow::Result<Registry> {
+    if args.etcd.is_empty() {
+        return Ok(Registry::Embedded(EmbeddedRegistry::new()));
+    }
+    let registry = EtcdRegistry::open(args.etcd.clone())
+        .await
+        .context("cannot load the registry from etcd; not starting")?;
+    Ok(Registry::Etcd(Arc::new(registry)))
 }
 
 /// Publish a new generation whenever the config or the registrations change, once the changes

@@ -1,10 +1,12 @@
-//! etcd as a source: the config store ([`EtcdStore`]) and, in time, the registry. One key layout
+//! etcd as a source: the config store ([`EtcdStore`]) and the registry ([`EtcdRegistry`]). One key layout
 //! ([`keys`]) and one way to connect, so every pilot replica reads and writes the same keys.
 
 mod config_store;
 pub mod keys;
+mod registry;
 
 pub use config_store::EtcdStore;
+pub use registry::{EtcdRegistry, RegistryError};
 
 use std::time::Duration;
 

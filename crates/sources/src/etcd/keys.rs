@@ -2,6 +2,8 @@
 //!
 //! - config: `/graymesh/config/<namespace>/<Kind>/<name>` ⇒ the object as JSON
 //!   (`Kind` as written in YAML, e.g. `VirtualService`)
+//! - registry: `/graymesh/registry/<namespace>/<service>/<instance>` ⇒ the registration as JSON,
+//!   attached to a lease
 //!
 //! Pure: building and reading keys, no I/O.
 
@@ -12,6 +14,13 @@ pub const CONFIG_PREFIX: &str = "/graymesh/config/";
 /// The key an object of `kind` named `namespace/name` is stored under.
 pub fn config_key(namespace: &str, kind: Kind, name: &str) -> String {
     format!("{CONFIG_PREFIX}{namespace}/{kind}/{name}")
+}
+
+pub const REGISTRY_PREFIX: &str = "/graymesh/registry/";
+
+/// The key of one registered instance.
+pub fn registry_key(namespace: &str, service: &str, instance: &str) -> String {
+    format!("{REGISTRY_PREFIX}{namespace}/{service}/{instance}")
 }
 
 /// What a config key names. The message of an error says what is wrong with the key.
