@@ -1,8 +1,10 @@
-//! etcd as a source: the config store ([`EtcdStore`]) and the registry ([`EtcdRegistry`]). One key layout
+//! etcd as a source: the config store ([`EtcdStore`]) and the registry ([`EtcdRegistry`]); and
+//! lease-based leader election ([`leader::Election`]) for work only one pilot replica may do. One key layout
 //! ([`keys`]) and one way to connect, so every pilot replica reads and writes the same keys.
 
 mod config_store;
 pub mod keys;
+pub mod leader;
 mod registry;
 
 pub use config_store::EtcdStore;
