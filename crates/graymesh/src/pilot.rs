@@ -31,6 +31,11 @@ pub struct PilotArgs {
     /// etcd under /graymesh/config/ instead of a directory.
     #[arg(long, env = "GRAYMESH_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// With --etcd: also publish every instance as an etcd gRPC naming record
+    /// (`<prefix>/<service>/<ip:port>` ⇒ `{"Op":0,"Addr":"ip:port","Metadata":…}`) and import the
+    /// records other programs register there, e.g. `/services`.
+    #[arg(long, requires = "etcd")]
+    pub etcd_naming_prefix: Option<String>,
     /// Address of the xDS (ADS over gRPC, plaintext) server.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,
@@ -134,7 +139,14 @@ async fn open_registry(args: &PilotArgs) -> anyhow::Result<Registry> {
     if args.etcd.is_empty() {
         return Ok(Registry::Embedded(EmbeddedRegistry::new()));
     }
-    let registry = EtcdRegistry::open(args.etcd.clone())
+    if let Some(prefix) = &args.etcd_naming_prefix {
+        if !prefix.starts_with('/') || prefix.starts_with("/graymesh/") {
+            anyhow::bail!(
+                "--etcd-naming-prefix {prefix:?}: must start with '/' and lie outside /graymesh/"
+            );
+        }
+    }
+    let registry = EtcdRegistry::open(args.etcd.clone(), args.etcd_naming_prefix.clone())
         .await
         .context("cannot load the registry from etcd; not starting")?;
     Ok(Registry::Etcd(Arc::new(registry)))

@@ -61,16 +61,16 @@ struct Pilot {
 }
 
 async fn pilot(etcd: &EtcdServer, client: &Http1Client) -> Pilot {
+    pilot_with(etcd, client, &[]).await
+}
+
+async fn pilot_with(etcd: &EtcdServer, client: &Http1Client, extra: &[&str]) -> Pilot {
     let (xds, http) = (free(), free());
-    let process = spawn(&[
-        "pilot",
-        "--etcd",
-        &etcd.endpoint(),
-        "--xds-addr",
-        &xds.to_string(),
-        "--http-addr",
-        &http.to_string(),
-    ]);
+    let (xds_arg, http_arg, endpoint) = (xds.to_string(), http.to_string(), etcd.endpoint());
+    let mut args = vec!["pilot", "--etcd", &endpoint, "--xds-addr", &xds_arg];
+    args.extend(["--http-addr", &http_arg]);
+    args.extend(extra);
+    let process = spawn(&args);
     eventually(Duration::from_secs(20), "pilot ready", || async {
         client
             .get(&format!("http://{http}/ready"), &[])
@@ -87,6 +87,16 @@ async fn pilot(etcd: &EtcdServer, client: &Http1Client) -> Pilot {
 
 /// Instances pilot's translation sees for `reviews`, as `address:port` strings.
 async fn endpoints(client: &Http1Client, pilot: &Pilot) -> Vec<String> {
+    service_endpoints(client, pilot, "reviews", 9080).await
+}
+
+/// Instances of `service` (short name, namespace default) for service port `port`.
+async fn service_endpoints(
+    client: &Http1Client,
+    pilot: &Pilot,
+    service: &str,
+    port: u16,
+) -> Vec<String> {
     let Ok(reply) = client
         .get(&format!("http://{}/debug/registryz", pilot.http), &[])
         .await
@@ -94,17 +104,16 @@ async fn endpoints(client: &Http1Client, pilot: &Pilot) -> Vec<String> {
         return vec!["<pilot unreachable>".into()];
     };
     let registry: serde_json::Value = reply.json().unwrap_or_default();
-    let instances = &registry["services"]["reviews.default.svc.cluster.local"]["instances"];
+    let host = format!("{service}.default.svc.cluster.local");
+    let port = port.to_string();
+    let instances = &registry["services"][host.as_str()]["instances"];
     instances
         .as_array()
         .into_iter()
         .flatten()
         .map(|i| {
-            format!(
-                "{}:{}",
-                i["address"].as_str().unwrap_or("?"),
-                i["ports"]["9080"]
-            )
+            let address = i["address"].as_str().unwrap_or("?");
+            format!("{address}:{}", i["ports"][port.as_str()])
         })
         .collect()
 }
@@ -286,4 +295,85 @@ async fn live_registrations_survive_an_etcd_restart() {
         keys[0].starts_with("/graymesh/registry/default/reviews/"),
         "{keys:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_naming_records_are_written_and_read_back() {
+    let etcd = EtcdServer::start().unwrap();
+    let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+    let a = pilot_with(&etcd, &client, &["--etcd-naming-prefix", "/services"]).await;
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let prefix = Some(etcd_client::GetOptions::new().with_prefix());
+
+    // Published: a graymesh instance appears as a record etcd's gRPC resolver reads.
+    let body = r#"{"service": "reviews", "address": "127.0.0.1", "ports": [{"port": 9080, "target_port": 19082}], "labels": {"version": "v2"}, "ttl_seconds": 5}"#;
+    let reply = client
+        .post(
+            &format!("http://{}/v1/registry/instances", a.http),
+            &[],
+            body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let id = reply.json().unwrap()["id"].as_str().unwrap().to_string();
+    let records = raw.get("/services/", prefix.clone()).await.unwrap();
+    assert_eq!(records.kvs().len(), 1);
+    assert_eq!(
+        records.kvs()[0].key_str().unwrap(),
+        "/services/reviews/127.0.0.1:19082"
+    );
+    let record: serde_json::Value = serde_json::from_slice(records.kvs()[0].value()).unwrap();
+    assert_eq!(record["Op"], 0);
+    assert_eq!(record["Addr"], "127.0.0.1:19082");
+    assert_eq!(record["Metadata"]["labels"]["version"], "v2");
+    eventually(
+        Duration::from_secs(10),
+        "reviews registered once (own record not imported)",
+        || async { endpoints(&client, &a).await == ["127.0.0.1:19082"] },
+    )
+    .await;
+
+    // Imported: a record another program wrote becomes an instance, and goes with its key.
+    let foreign = r#"{"Op":0,"Addr":"127.0.0.1:50051","Metadata":{"labels":{"version":"v1"}}}"#;
+    raw.put("/services/greeter/127.0.0.1:50051", foreign, None)
+        .await
+        .unwrap();
+    raw.put("/services/greeter/broken", "not json", None)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the foreign record imported",
+        || async { service_endpoints(&client, &a, "greeter", 50051).await == ["127.0.0.1:50051"] },
+    )
+    .await;
+    raw.delete("/services/greeter/127.0.0.1:50051", None)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the foreign record gone",
+        || async {
+            service_endpoints(&client, &a, "greeter", 50051)
+                .await
+                .is_empty()
+        },
+    )
+    .await;
+
+    // Deregistering revokes the lease: the naming record goes with the registration.
+    let url = format!("http://{}/v1/registry/instances/{id}", a.http);
+    assert_eq!(
+        client
+            .request(Method::DELETE, &url, &[], "")
+            .await
+            .unwrap()
+            .status,
+        204
+    );
+    let left = raw.get("/services/reviews/", prefix).await.unwrap();
+    assert!(left.kvs().is_empty());
 }

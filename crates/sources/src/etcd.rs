@@ -5,6 +5,7 @@
 mod config_store;
 pub mod keys;
 pub mod leader;
+pub mod naming;
 mod registry;
 
 pub use config_store::EtcdStore;

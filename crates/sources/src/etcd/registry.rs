@@ -12,11 +12,16 @@
 //!
 //! Every pilot follows the prefix with one watch (re-listing after a compaction) and publishes
 //! the registrations on the same channel type as [`crate::EmbeddedRegistry`].
+//!
+//! With a gRPC naming prefix (`--etcd-naming-prefix`), each instance is also published in the
+//! format etcd's own gRPC resolver reads ([`super::naming`]), under the same lease, and records
+//! other programs write there are imported as instances (a second watch).
 
 use super::keys::{registry_key, REGISTRY_PREFIX};
+use super::naming;
 use super::{bounded, connect, unreachable, EtcdError};
 use crate::registry::Registration;
-use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, WatchOptions};
+use etcd_client::{Client, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, WatchOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +43,11 @@ pub struct EtcdRegistry {
     client: Client,
     endpoints: Vec<String>,
     changes: watch::Sender<Arc<Vec<Registration>>>,
-    revision: Mutex<i64>,
+    /// Where etcd gRPC naming records are published and imported from, if anywhere.
+    naming_prefix: Option<String>,
+    /// Per watched prefix, the revision seen up to.
+    revisions: Mutex<BTreeMap<String, i64>>,
+    /// Registrations by key: graymesh's own and those imported from naming records.
     by_key: Mutex<BTreeMap<String, Registration>>,
 }
 
@@ -51,22 +60,36 @@ impl std::fmt::Debug for EtcdRegistry {
 }
 
 impl EtcdRegistry {
-    /// Connect and list the registrations. Fails when etcd cannot be reached.
-    pub async fn open(endpoints: Vec<String>) -> Result<Self, EtcdError> {
+    /// Connect and list the registrations (and naming records, with `naming_prefix`). Fails
+    /// when etcd cannot be reached.
+    pub async fn open(
+        endpoints: Vec<String>,
+        naming_prefix: Option<String>,
+    ) -> Result<Self, EtcdError> {
         let client = connect(&endpoints).await?;
         let (changes, _) = watch::channel(Arc::new(Vec::new()));
+        let naming_prefix = naming_prefix.map(|p| format!("{}/", p.trim_end_matches('/')));
         let registry = Self {
             client,
             endpoints,
             changes,
-            revision: Mutex::new(0),
+            naming_prefix,
+            revisions: Mutex::default(),
             by_key: Mutex::default(),
         };
-        registry
-            .relist()
-            .await
-            .map_err(|message| unreachable(&registry.endpoints, message))?;
+        for prefix in registry.prefixes() {
+            registry
+                .relist(&prefix)
+                .await
+                .map_err(|message| unreachable(&registry.endpoints, message))?;
+        }
         Ok(registry)
+    }
+
+    fn prefixes(&self) -> Vec<String> {
+        let mut prefixes = vec![REGISTRY_PREFIX.to_string()];
+        prefixes.extend(self.naming_prefix.clone());
+        prefixes
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Vec<Registration>>> {
@@ -102,10 +125,17 @@ impl EtcdRegistry {
         let lease = bounded(client.lease_grant(ttl, None))
             .await
             .map_err(|e| self.lost(e))?;
-        let options = PutOptions::new().with_lease(lease.id());
-        bounded(client.put(key, value, Some(options)))
-            .await
-            .map_err(|e| self.lost(e))?;
+        let put = |key: String, value: String| {
+            TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease.id())))
+        };
+        let mut puts = vec![put(key, value)];
+        if let Some(prefix) = &self.naming_prefix {
+            for (key, value) in naming::records(prefix, &registration) {
+                puts.push(put(key, value));
+            }
+        }
+        let txn = Txn::new().and_then(puts);
+        bounded(client.txn(txn)).await.map_err(|e| self.lost(e))?;
         Ok(format!("{:x}", lease.id()))
     }
 
@@ -144,10 +174,19 @@ impl EtcdRegistry {
 
     /// Follow changes until the task is dropped; reconnects with backoff.
     pub async fn watch(self: Arc<Self>) {
+        let follows = self
+            .prefixes()
+            .into_iter()
+            .map(|prefix| self.follow(prefix));
+        futures::future::join_all(follows).await;
+    }
+
+    /// Watch one prefix for as long as the task lives.
+    async fn follow(&self, prefix: String) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = tokio::time::Instant::now();
-            if let Err(e) = self.watch_once().await {
+            if let Err(e) = self.watch_once(&prefix).await {
                 tracing::warn!(error = %e, "etcd registry watch failed; retrying");
             }
             if started.elapsed() > MAX_BACKOFF * 2 {
@@ -158,15 +197,15 @@ impl EtcdRegistry {
         }
     }
 
-    async fn watch_once(&self) -> Result<(), String> {
-        let from = *self.lock(&self.revision) + 1;
+    async fn watch_once(&self, prefix: &str) -> Result<(), String> {
+        let from = self.lock(&self.revisions).get(prefix).copied().unwrap_or(0) + 1;
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = self.client.clone();
-        let mut stream = bounded(client.watch(REGISTRY_PREFIX, Some(options))).await?;
+        let mut stream = bounded(client.watch(prefix, Some(options))).await?;
         while let Some(response) = stream.message().await.map_err(|e| e.to_string())? {
             if response.compact_revision() > 0 {
-                tracing::warn!(from, "registry revisions compacted; listing again");
-                return self.relist().await;
+                tracing::warn!(from, %prefix, "registry revisions compacted; listing again");
+                return self.relist(prefix).await;
             }
             if response.canceled() {
                 return Err(format!("watch canceled: {}", response.cancel_reason()));
@@ -183,33 +222,59 @@ impl EtcdRegistry {
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     by_key.remove(&key);
                     if event.event_type() == EventType::Put {
-                        if let Some(registration) = read(kv) {
+                        if let Some(registration) = self.read(kv) {
                             by_key.insert(key, registration);
                         }
                     }
                 }
             }
-            self.publish(latest);
+            self.publish(prefix, latest);
         }
         Ok(())
     }
 
-    async fn relist(&self) -> Result<(), String> {
+    /// Read `prefix` whole and replace what is known under it.
+    async fn relist(&self, prefix: &str) -> Result<(), String> {
         let mut client = self.client.clone();
-        let get = client.get(REGISTRY_PREFIX, Some(GetOptions::new().with_prefix()));
+        let get = client.get(prefix, Some(GetOptions::new().with_prefix()));
         let response = bounded(get).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        let entries = response
+        let entries: Vec<(String, Registration)> = response
             .kvs()
             .iter()
-            .filter_map(|kv| Some((String::from_utf8_lossy(kv.key()).into_owned(), read(kv)?)))
+            .filter_map(|kv| {
+                Some((
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    self.read(kv)?,
+                ))
+            })
             .collect();
-        *self.lock(&self.by_key) = entries;
-        self.publish(revision);
+        {
+            let mut by_key = self.lock(&self.by_key);
+            by_key.retain(|key, _| !key.starts_with(prefix));
+            by_key.extend(entries);
+        }
+        self.publish(prefix, revision);
         Ok(())
     }
 
-    fn publish(&self, revision: i64) {
+    /// A registration read from etcd (ours, or an imported naming record); a broken one is
+    /// logged and skipped.
+    fn read(&self, kv: &KeyValue) -> Option<Registration> {
+        let key = String::from_utf8_lossy(kv.key());
+        let parsed = match &self.naming_prefix {
+            Some(prefix) if key.starts_with(prefix.as_str()) => {
+                naming::import(prefix, &key, kv.value())
+            }
+            _ => read_registration(kv.value()).map(Some),
+        };
+        parsed
+            .inspect_err(|e| tracing::warn!(%key, error = %e, "registry value skipped"))
+            .ok()
+            .flatten()
+    }
+
+    fn publish(&self, prefix: &str, revision: i64) {
         let all: Vec<Registration> = self.lock(&self.by_key).values().cloned().collect();
         self.changes.send_if_modified(|current| {
             let changed = **current != all;
@@ -218,7 +283,8 @@ impl EtcdRegistry {
             }
             changed
         });
-        let mut seen = self.lock(&self.revision);
+        let mut revisions = self.lock(&self.revisions);
+        let seen = revisions.entry(prefix.to_string()).or_default();
         *seen = (*seen).max(revision);
     }
 
@@ -232,19 +298,10 @@ impl EtcdRegistry {
     }
 }
 
-/// A registration read from etcd; a broken one is logged and skipped.
-fn read(kv: &KeyValue) -> Option<Registration> {
-    let key = String::from_utf8_lossy(kv.key());
-    let parsed = serde_json::from_slice::<Registration>(kv.value())
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.validate().map(|()| r));
-    match parsed {
-        Ok(registration) => Some(registration),
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "registry value skipped");
-            None
-        }
-    }
+fn read_registration(value: &[u8]) -> Result<Registration, String> {
+    let registration: Registration = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    registration.validate()?;
+    Ok(registration)
 }
 
 /// `<address>-<port>`: the same instance registering again gets the same key.
