@@ -119,11 +119,21 @@ async fn service_endpoints(
 }
 
 fn sidecar(pilot: &Pilot, app: &FakeAppHandle) -> Process {
+    sidecar_of(&[pilot], app)
+}
+
+/// A sidecar given every pilot in `pilots`, for xDS and for registration.
+fn sidecar_of(pilots: &[&Pilot], app: &FakeAppHandle) -> Process {
     let (inbound, admin, outbound) = (free(), free(), free());
+    let xds: Vec<String> = pilots.iter().map(|p| p.xds.to_string()).collect();
+    let registry: Vec<String> = pilots
+        .iter()
+        .map(|p| format!("http://{}", p.http))
+        .collect();
     spawn(&[
         "proxy",
         "--pilot",
-        &pilot.xds.to_string(),
+        &xds.join(","),
         "--node-id",
         "reviews-v2-1",
         "--service",
@@ -141,7 +151,7 @@ fn sidecar(pilot: &Pilot, app: &FakeAppHandle) -> Process {
         "--admin-addr",
         &admin.to_string(),
         "--registry",
-        &format!("http://{}", pilot.http),
+        &registry.join(","),
         "--registration-ttl",
         &TTL.as_secs().to_string(),
         "--concurrency",
@@ -376,4 +386,31 @@ async fn etcd_naming_records_are_written_and_read_back() {
     );
     let left = raw.get("/services/reviews/", prefix).await.unwrap();
     assert!(left.kvs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_keeps_its_registration_through_another_pilot_when_its_pilot_dies() {
+    let etcd = EtcdServer::start().unwrap();
+    let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+    let a = pilot(&etcd, &client).await;
+    let b = pilot(&etcd, &client).await;
+    let app = reviews_app().await;
+    let _proxy = sidecar_of(&[&a, &b], &app);
+    eventually(Duration::from_secs(20), "registration", || async {
+        endpoints(&client, &b).await.len() == 1
+    })
+    .await;
+    let registered = endpoints(&client, &b).await;
+
+    drop(a); // SIGKILL the pilot the sidecar registered through
+             // Heartbeats move to `b`, which renews the same lease: the instance never drops out.
+    let until = Instant::now() + TTL * 2 + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert_eq!(
+            endpoints(&client, &b).await,
+            registered,
+            "registration lost with its pilot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
