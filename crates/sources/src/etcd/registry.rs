@@ -198,7 +198,7 @@ impl EtcdRegistry {
     }
 
     async fn watch_once(&self, prefix: &str) -> Result<(), String> {
-        let from = self.lock(&self.revisions).get(prefix).copied().unwrap_or(0) + 1;
+        let from = lock(&self.revisions).get(prefix).copied().unwrap_or(0) + 1;
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = self.client.clone();
         let mut stream = bounded(client.watch(prefix, Some(options))).await?;
@@ -215,7 +215,7 @@ impl EtcdRegistry {
             }
             let mut latest = 0;
             {
-                let mut by_key = self.lock(&self.by_key);
+                let mut by_key = lock(&self.by_key);
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     latest = latest.max(kv.mod_revision());
@@ -250,7 +250,7 @@ impl EtcdRegistry {
             })
             .collect();
         {
-            let mut by_key = self.lock(&self.by_key);
+            let mut by_key = lock(&self.by_key);
             by_key.retain(|key, _| !key.starts_with(prefix));
             by_key.extend(entries);
         }
@@ -275,7 +275,7 @@ impl EtcdRegistry {
     }
 
     fn publish(&self, prefix: &str, revision: i64) {
-        let all: Vec<Registration> = self.lock(&self.by_key).values().cloned().collect();
+        let all: Vec<Registration> = lock(&self.by_key).values().cloned().collect();
         self.changes.send_if_modified(|current| {
             let changed = **current != all;
             if changed {
@@ -283,7 +283,7 @@ impl EtcdRegistry {
             }
             changed
         });
-        let mut revisions = self.lock(&self.revisions);
+        let mut revisions = lock(&self.revisions);
         let seen = revisions.entry(prefix.to_string()).or_default();
         *seen = (*seen).max(revision);
     }
@@ -291,11 +291,11 @@ impl EtcdRegistry {
     fn lost(&self, message: String) -> RegistryError {
         RegistryError::Unavailable(format!("etcd {}: {message}", self.endpoints.join(",")))
     }
+}
 
-    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
-        // A poisoned lock only means a panic mid-update of plain data; keep serving.
-        m.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic mid-update of plain data; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn read_registration(value: &[u8]) -> Result<Registration, String> {

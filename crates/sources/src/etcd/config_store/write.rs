@@ -65,6 +65,8 @@ impl EtcdStore {
         let mut client = self.client();
         let get = client.get(CONFIG_PREFIX, Some(GetOptions::new().with_prefix()));
         let response = bounded(get).await.map_err(|e| self.lost(e))?;
+        // etcd answered: a write refused earlier (time-out) must not leave us "not ready".
+        self.set_connected(true);
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
         let current = response
             .kvs()
