@@ -90,6 +90,9 @@ pub enum WriteError {
     NotFound(String),
     #[error("config store unavailable, nothing was written: {0}")]
     Unavailable(String),
+    /// More than the store can write at once.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("cannot write {path}: {message}")]
     Io { path: String, message: String },
 }

@@ -250,3 +250,28 @@ async fn etcd_lost_keeps_the_config_and_refuses_writes_until_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_apply_larger_than_one_etcd_transaction_is_refused_up_front() {
+    let etcd = EtcdServer::start().unwrap();
+    let (store, _) = open(&etcd).await;
+    let many: Vec<Object> = (0..128)
+        .flat_map(|i| {
+            let text = format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}}}\n\
+                 spec:\n  hosts: [h{i}.example]\n  http:\n  - route:\n    - destination: {{host: h{i}.example}}\n"
+            );
+            parse_str("many.yaml", &text).unwrap()
+        })
+        .collect();
+    let err = store.apply(many.clone()).await.unwrap_err();
+    assert!(matches!(err, WriteError::TooLarge(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("128 objects would change"),
+        "{err}"
+    );
+    assert!(store.objects().is_empty());
+    // 127 fit in one transaction (the 128th operation is the write marker).
+    store.apply(many[..127].to_vec()).await.unwrap();
+    assert_eq!(store.objects().len(), 127);
+}

@@ -117,6 +117,7 @@ fn write_error(e: WriteError) -> Response {
         WriteError::Conflict(_) => StatusCode::CONFLICT,
         WriteError::NotFound(_) => StatusCode::NOT_FOUND,
         WriteError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let errors: Vec<String> = match &e {

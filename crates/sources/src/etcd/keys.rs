@@ -2,6 +2,7 @@
 //!
 //! - config: `/graymesh/config/<namespace>/<Kind>/<name>` ⇒ the object as JSON
 //!   (`Kind` as written in YAML, e.g. `VirtualService`)
+//! - `/graymesh/config-write`: touched by every config write (see `config_store/write.rs`)
 //! - registry: `/graymesh/registry/<namespace>/<service>/<instance>` ⇒ the registration as JSON,
 //!   attached to a lease
 //!
@@ -10,6 +11,10 @@
 use graymesh_model::Kind;
 
 pub const CONFIG_PREFIX: &str = "/graymesh/config/";
+
+/// Put by every config write through pilot (outside the config prefix), so a write can tell
+/// whether another pilot wrote — including a delete — since it read.
+pub const WRITE_MARKER: &str = "/graymesh/config-write";
 
 /// The key an object of `kind` named `namespace/name` is stored under.
 pub fn config_key(namespace: &str, kind: Kind, name: &str) -> String {

@@ -2,20 +2,27 @@
 //!
 //! The current objects are read (one linearizable get of the prefix at revision R), the write is
 //! planned against them (`store::plan_apply`: expected versions, the whole resulting set
-//! validated), and the transaction commits only if no key under the prefix changed after R
-//! (every mod revision < R + 1). If one did, another writer got in between: plan again on what
-//! is there now, a bounded number of times. A concurrent *delete* of an unrelated key is not
-//! caught by that compare (a deleted key has no mod revision left to compare).
+//! validated), and the transaction commits only if nothing it was planned on changed after R:
+//! every key under the prefix has mod revision < R + 1 (catches puts, also by hand), and so has
+//! the write marker [`WRITE_MARKER`] that every pilot write also puts (catches deletes through
+//! any pilot: a deleted key leaves no mod revision to compare). If the guard fails, another
+//! writer got in between: plan again on what is there now, a bounded number of times. Only a
+//! delete made by hand (etcdctl) between read and commit goes unseen.
+//!
+//! etcd refuses transactions of more than `--max-txn-ops` operations (128 unless configured), so
+//! an apply changing more objects than that is refused up front with a clear error.
 
 use super::EtcdStore;
 use crate::etcd::bounded;
-use crate::etcd::keys::{config_key, CONFIG_PREFIX};
+use crate::etcd::keys::{config_key, CONFIG_PREFIX, WRITE_MARKER};
 use crate::store::{plan_apply, plan_delete, Applied, ObjectKey, Stored, WriteError};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use graymesh_model::Object;
 use std::time::Duration;
 
 const ATTEMPTS: usize = 3;
+/// etcd's default `--max-txn-ops`; one operation of each transaction is the write marker.
+const MAX_TXN_OPS: usize = 128;
 /// How long a write waits for its own change to reach the served config before answering.
 const READ_YOUR_WRITE: Duration = Duration::from_secs(5);
 
@@ -26,6 +33,14 @@ impl EtcdStore {
             let plan = plan_apply(&current, objects.clone())?;
             if plan.writes.is_empty() {
                 return Ok(plan.applied);
+            }
+            if plan.writes.len() >= MAX_TXN_OPS {
+                return Err(WriteError::TooLarge(format!(
+                    "{} objects would change, but one etcd transaction holds at most {} \
+                     (etcd's --max-txn-ops default); apply them in smaller sets",
+                    plan.writes.len(),
+                    MAX_TXN_OPS - 1
+                )));
             }
             let mut puts = Vec::new();
             for object in &plan.writes {
@@ -90,11 +105,13 @@ impl EtcdStore {
         &self,
         revision: i64,
         mut extra: Vec<Compare>,
-        ops: Vec<TxnOp>,
+        mut ops: Vec<TxnOp>,
     ) -> Result<bool, WriteError> {
         let unchanged =
             Compare::mod_revision(CONFIG_PREFIX, CompareOp::Less, revision + 1).with_prefix();
-        extra.push(unchanged);
+        let no_pilot_wrote = Compare::mod_revision(WRITE_MARKER, CompareOp::Less, revision + 1);
+        extra.extend([unchanged, no_pilot_wrote]);
+        ops.push(TxnOp::put(WRITE_MARKER, revision.to_string(), None));
         let txn = Txn::new().when(extra).and_then(ops);
         let mut client = self.client();
         let response = bounded(client.txn(txn)).await.map_err(|e| self.lost(e))?;
