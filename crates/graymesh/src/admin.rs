@@ -114,8 +114,8 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// The xDS clients, and the config values the store skipped (broken values in etcd), so
-/// `proxy-status` users see why an object they wrote is not served.
+/// The xDS clients, and the config values and registrations the stores skipped (broken values in
+/// etcd), so `proxy-status` users see why something they wrote is not served.
 async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
     let errors: Vec<String> = s
         .store
@@ -129,6 +129,7 @@ async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
         "version": s.cache.current().version,
         "clients": s.status.clients(),
         "config_errors": errors,
+        "registry_errors": s.registry.errors(),
     }))
 }
 

@@ -360,6 +360,18 @@ async fn etcd_naming_records_are_written_and_read_back() {
         || async { service_endpoints(&client, &a, "greeter", 50051).await == ["127.0.0.1:50051"] },
     )
     .await;
+    // The broken record is skipped and shown on /debug/syncz, with its key.
+    let syncz = client
+        .get(&format!("http://{}/debug/syncz", a.http), &[])
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let errors = syncz["registry_errors"].to_string();
+    assert!(
+        errors.contains("/services/greeter/broken: not a naming record"),
+        "{syncz}"
+    );
     raw.delete("/services/greeter/127.0.0.1:50051", None)
         .await
         .unwrap();

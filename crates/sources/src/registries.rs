@@ -27,6 +27,14 @@ impl Registry {
         }
     }
 
+    /// Stored registrations that could not be read (etcd only): `key: why`.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            Registry::Embedded(_) => Vec::new(),
+            Registry::Etcd(r) => r.errors(),
+        }
+    }
+
     /// Register an instance; returns the id to heartbeat and deregister with.
     pub async fn register(&self, registration: Registration) -> Result<String, RegistryError> {
         match self {

@@ -49,6 +49,8 @@ pub struct EtcdRegistry {
     revisions: Mutex<BTreeMap<String, i64>>,
     /// Registrations by key: graymesh's own and those imported from naming records.
     by_key: Mutex<BTreeMap<String, Registration>>,
+    /// Keys whose values could not be read, with why (shown on pilot's `/debug/syncz`).
+    broken: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -76,6 +78,7 @@ impl EtcdRegistry {
             naming_prefix,
             revisions: Mutex::default(),
             by_key: Mutex::default(),
+            broken: Mutex::default(),
         };
         for prefix in registry.prefixes() {
             registry
@@ -221,6 +224,7 @@ impl EtcdRegistry {
                     latest = latest.max(kv.mod_revision());
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     by_key.remove(&key);
+                    lock(&self.broken).remove(&key);
                     if event.event_type() == EventType::Put {
                         if let Some(registration) = self.read(kv) {
                             by_key.insert(key, registration);
@@ -239,6 +243,8 @@ impl EtcdRegistry {
         let get = client.get(prefix, Some(GetOptions::new().with_prefix()));
         let response = bounded(get).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        // Reading the values below reports the broken ones afresh.
+        lock(&self.broken).retain(|key, _| !key.starts_with(prefix));
         let entries: Vec<(String, Registration)> = response
             .kvs()
             .iter()
@@ -268,10 +274,22 @@ impl EtcdRegistry {
             }
             _ => read_registration(kv.value()).map(Some),
         };
-        parsed
-            .inspect_err(|e| tracing::warn!(%key, error = %e, "registry value skipped"))
-            .ok()
-            .flatten()
+        match parsed {
+            Ok(registration) => registration,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "registry value skipped");
+                lock(&self.broken).insert(key.into_owned(), e);
+                None
+            }
+        }
+    }
+
+    /// Values under the watched prefixes that could not be read: `key: why`.
+    pub fn errors(&self) -> Vec<String> {
+        lock(&self.broken)
+            .iter()
+            .map(|(key, why)| format!("{key}: {why}"))
+            .collect()
     }
 
     fn publish(&self, prefix: &str, revision: i64) {
