@@ -183,9 +183,8 @@ async fn broken_values_in_etcd_are_reported_and_skipped() {
 async fn a_watch_that_missed_compacted_revisions_lists_again() {
     let etcd = EtcdServer::start().unwrap();
     let store = Arc::new(EtcdStore::open(vec![etcd.endpoint()]).await.unwrap());
-    let writer = ConfigStore::Etcd(Arc::new(
-        EtcdStore::open(vec![etcd.endpoint()]).await.unwrap(),
-    ));
+    // A second pilot, watching (so its writes return as soon as it has seen them).
+    let (writer, _) = open(&etcd).await;
     // Not yet watching: these changes happen "while disconnected", then history is compacted.
     writer.apply(objects(&[DR])).await.unwrap();
     writer.apply(objects(&[&vs("v1")])).await.unwrap();
@@ -274,4 +273,42 @@ async fn an_apply_larger_than_one_etcd_transaction_is_refused_up_front() {
     // 127 fit in one transaction (the 128th operation is the write marker).
     store.apply(many[..127].to_vec()).await.unwrap();
     assert_eq!(store.objects().len(), 127);
+}
+
+#[tokio::test]
+async fn a_watch_started_late_replays_what_happened_since_the_load() {
+    let etcd = EtcdServer::start().unwrap();
+    // A second pilot, watching (so its writes return as soon as it has seen them).
+    let (writer, _) = open(&etcd).await;
+    writer.apply(objects(&[DR, &vs("v1")])).await.unwrap();
+    let store = Arc::new(EtcdStore::open(vec![etcd.endpoint()]).await.unwrap());
+    let loaded_at = store.revision();
+    // While this store is not watching (as if disconnected): an update and a delete.
+    writer.apply(objects(&[&vs("v2")])).await.unwrap();
+    let dr = ObjectKey {
+        kind: Kind::DestinationRule,
+        namespace: "default".into(),
+        name: "reviews".into(),
+    };
+    writer
+        .delete(
+            &ObjectKey {
+                kind: Kind::VirtualService,
+                name: "reviews".into(),
+                ..dr.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    writer.delete(&dr, None).await.unwrap();
+
+    let mut rx = store.subscribe();
+    assert_eq!(rx.borrow().config.len(), 2);
+    tokio::spawn(store.clone().watch());
+    wait_state(&mut rx, "the changes replayed from history", |s| {
+        s.config.is_empty()
+    })
+    .await;
+    assert!(store.revision() > loaded_at);
 }
