@@ -114,7 +114,8 @@ impl EtcdStore {
         loop {
             let started = tokio::time::Instant::now();
             match self.watch_once().await {
-                Ok(()) => tracing::warn!("etcd watch ended; watching again"),
+                // Listed again after a compaction: watch on from the new revision at once.
+                Ok(()) => continue,
                 Err(e) => tracing::warn!(error = %e, "etcd watch failed; retrying"),
             }
             self.set_connected(false);
@@ -126,7 +127,8 @@ impl EtcdStore {
         }
     }
 
-    /// One watch stream from the next unseen revision; returns when it ends or must restart.
+    /// One watch stream from the next unseen revision. `Ok` after listing again (compaction):
+    /// watch on from there; `Err` when the stream failed or ended.
     async fn watch_once(&self) -> Result<(), String> {
         let from = self.revision() + 1;
         let options = WatchOptions::new()
@@ -138,7 +140,7 @@ impl EtcdStore {
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Err("etcd closed the watch stream".into()),
                 Err(e) => return Err(e.to_string()),
             };
             self.set_connected(true);
