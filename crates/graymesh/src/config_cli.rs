@@ -144,6 +144,9 @@ async fn config_items(args: &GetArgs, kind: graymesh_model::Kind) -> anyhow::Res
     let query = args.namespace.as_ref().map(|ns| format!("?namespace={ns}"));
     let path = format!("/v1/config/{plural}{}", query.unwrap_or_default());
     let answer = get_json(&args.server, &path).await?;
+    for skipped in answer["skipped"].as_array().into_iter().flatten() {
+        eprintln!("warning: not served: {}", str_of(skipped));
+    }
     Ok(answer["items"].as_array().cloned().unwrap_or_default())
 }
 

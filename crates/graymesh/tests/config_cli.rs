@@ -309,10 +309,17 @@ fn pilot_reports_broken_etcd_values_and_unreachable_etcd() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let table = pilot.ok(&["get", "vs"]);
+    let out = pilot.cli(&["get", "vs"]);
+    let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         table.lines().count(),
         1 + 5,
         "the valid objects are still served: {table}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hand_made = "etcd:/graymesh/config/default/VirtualService/hand-made";
+    assert!(
+        stderr.contains(&format!("warning: not served: {hand_made}")),
+        "{stderr}"
     );
 }

@@ -64,7 +64,16 @@ pub async fn list(
         })
         .map(Object::to_json)
         .collect();
-    Json(json!({ "kind": kind.as_str(), "items": items })).into_response()
+    // Values the store could not serve (broken by hand in etcd): a listing would hide them.
+    let skipped: Vec<String> = s
+        .store
+        .subscribe()
+        .borrow()
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Json(json!({ "kind": kind.as_str(), "items": items, "skipped": skipped })).into_response()
 }
 
 pub async fn get_one(
