@@ -64,25 +64,33 @@ async fn pilot(etcd: &EtcdServer, client: &Http1Client) -> Pilot {
     pilot_with(etcd, client, &[]).await
 }
 
+/// Start pilot on fresh ports and wait for /ready; ports are picked before pilot binds them, so a
+/// parallel test can take one: pilot then exits at once and is started again on new ports.
 async fn pilot_with(etcd: &EtcdServer, client: &Http1Client, extra: &[&str]) -> Pilot {
-    let (xds, http) = (free(), free());
-    let (xds_arg, http_arg, endpoint) = (xds.to_string(), http.to_string(), etcd.endpoint());
-    let mut args = vec!["pilot", "--etcd", &endpoint, "--xds-addr", &xds_arg];
-    args.extend(["--http-addr", &http_arg]);
-    args.extend(extra);
-    let process = spawn(&args);
-    eventually(Duration::from_secs(20), "pilot ready", || async {
-        client
-            .get(&format!("http://{http}/ready"), &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    Pilot {
-        _process: process,
-        xds,
-        http,
+    for _ in 0..3 {
+        let (xds, http) = (free(), free());
+        let (xds_arg, http_arg, endpoint) = (xds.to_string(), http.to_string(), etcd.endpoint());
+        let mut args = vec!["pilot", "--etcd", &endpoint, "--xds-addr", &xds_arg];
+        args.extend(["--http-addr", &http_arg]);
+        args.extend(extra);
+        let mut process = spawn(&args);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if process.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            let ready = client.get(&format!("http://{http}/ready"), &[]).await;
+            if ready.is_ok_and(|r| r.status == 200) {
+                return Pilot {
+                    _process: process,
+                    xds,
+                    http,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    panic!("pilot did not become ready in 3 attempts");
 }
 
 /// Instances pilot's translation sees for `reviews`, as `address:port` strings.
