@@ -1,12 +1,13 @@
 //! Pilot's admin HTTP server (default 127.0.0.1:15014): health, readiness, Prometheus metrics,
-//! debug views of the config and the xDS clients, and the registration API sidecars use.
+//! debug views of the config and the xDS clients, the config API the CLI writes through, and the
+//! registration API sidecars use.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use graymesh_sources::{DirStore, EmbeddedRegistry, Registration};
+use graymesh_sources::{ConfigStore, Registration, Registry as InstanceRegistry, RegistryError};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::{json as xds_json, ProxyClass, SnapshotCache, SyncStatus};
@@ -16,12 +17,13 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod config_api;
 mod config_metrics;
 
 #[derive(Clone)]
 pub struct AdminState {
-    store: Arc<DirStore>,
-    registry: EmbeddedRegistry,
+    store: ConfigStore,
+    registry: InstanceRegistry,
     cache: SnapshotCache,
     status: SyncStatus,
     metrics: Arc<Registry>,
@@ -30,8 +32,8 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(
-        store: Arc<DirStore>,
-        registry: EmbeddedRegistry,
+        store: ConfigStore,
+        registry: InstanceRegistry,
         cache: SnapshotCache,
         status: SyncStatus,
         xds: &XdsMetrics,
@@ -63,6 +65,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
         .route("/debug/configz", get(configz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/registryz", get(registryz))
+        .route("/v1/config", post(config_api::apply))
+        .route("/v1/config/{kind}", get(config_api::list))
+        .route(
+            "/v1/config/{kind}/{namespace}/{name}",
+            get(config_api::get_one).delete(config_api::delete),
+        )
         .route("/v1/registry/instances", post(register).get(list_instances))
         .route(
             "/v1/registry/instances/{id}",
@@ -74,11 +82,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !s.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    if !s.store.writable() {
+        let message = format!(
+            "not ready for writes: {} is unreachable (xDS keeps serving the config it has)\n",
+            s.store.source()
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
@@ -100,8 +114,23 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// The xDS clients, and the config values and registrations the stores skipped (broken values in
+/// etcd), so `proxy-status` users see why something they wrote is not served.
 async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    Json(json!({ "version": s.cache.current().version, "clients": s.status.clients() }))
+    let errors: Vec<String> = s
+        .store
+        .subscribe()
+        .borrow()
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Json(json!({
+        "version": s.cache.current().version,
+        "clients": s.status.clients(),
+        "config_errors": errors,
+        "registry_errors": s.registry.errors(),
+    }))
 }
 
 /// The config being served and why the latest edit did not apply, if it did not.
@@ -118,7 +147,8 @@ async fn configz(State(s): State<AdminState>) -> Json<serde_json::Value> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs());
     Json(json!({
-        "source": s.store.dir().display().to_string(),
+        "source": s.store.source(),
+        "writable": s.store.writable(),
         "version": state.version,
         "applied_at_unix": applied_at,
         "objects": objects,
@@ -174,9 +204,9 @@ async fn register(State(s): State<AdminState>, body: axum::body::Bytes) -> Respo
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("registration body: {e}")),
     };
-    match s.registry.register(registration) {
+    match s.registry.register(registration).await {
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => registry_error(e),
     }
 }
 
@@ -185,27 +215,35 @@ async fn list_instances(State(s): State<AdminState>) -> Json<Vec<Registration>> 
 }
 
 async fn heartbeat(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    if s.registry.heartbeat(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(
+    match s.registry.heartbeat(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!(
                 "instance {id:?} is not registered (expired or never registered): register again"
             ),
-        )
+        ),
+        Err(e) => registry_error(e),
     }
 }
 
 async fn deregister(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
-    if s.registry.deregister(&id) {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        error(
+    match s.registry.deregister(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("instance {id:?} is not registered"),
-        )
+        ),
+        Err(e) => registry_error(e),
     }
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    let code = match e {
+        RegistryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
 }
 
 fn error(code: StatusCode, message: String) -> Response {

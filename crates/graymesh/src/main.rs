@@ -2,7 +2,9 @@
 
 mod admin;
 mod cli_http;
+mod config_cli;
 mod gateway;
+mod kinds;
 mod pilot;
 mod proxy;
 mod proxy_status;
@@ -34,6 +36,12 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Show the xDS clients connected to a pilot and what each has ACKed or NACKed.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Validate and write objects through pilot (directory or etcd store), all or nothing.
+    Apply(config_cli::ApplyArgs),
+    /// List objects (or services and endpoints from the registry) as a table, JSON or YAML.
+    Get(config_cli::GetArgs),
+    /// Delete one object through pilot.
+    Delete(config_cli::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +50,9 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Pilot(args) => run_async(pilot::run(args)),
         Command::ProxyStatus(args) => run_async(proxy_status::run(args)),
+        Command::Apply(args) => run_async(config_cli::apply(args)),
+        Command::Get(args) => run_async(config_cli::get(args)),
+        Command::Delete(args) => run_async(config_cli::delete(args)),
         Command::Proxy(args) => {
             init_logging();
             proxy::run(*args)

@@ -5,7 +5,10 @@ use crate::admin::{self, AdminState};
 use anyhow::Context as _;
 use clap::Args;
 use graymesh_model::ConfigSet;
-use graymesh_sources::{ConfigState, DirStore, EmbeddedRegistry, Registration, RegistrySnapshot};
+use graymesh_sources::{
+    ConfigState, ConfigStore, DirStore, EmbeddedRegistry, EtcdRegistry, EtcdStore, Registration,
+    Registry, RegistrySnapshot,
+};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::{AdsServer, SnapshotCache, SyncStatus};
 use std::net::SocketAddr;
@@ -17,8 +20,22 @@ use tokio::sync::watch;
 #[derive(Debug, Args)]
 pub struct PilotArgs {
     /// Directory (or file) of Istio objects to serve; watched for edits.
-    #[arg(long, env = "GRAYMESH_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    #[arg(
+        long,
+        env = "GRAYMESH_CONFIG_DIR",
+        required_unless_present = "etcd",
+        conflicts_with = "etcd"
+    )]
+    pub config_dir: Option<PathBuf>,
+    /// etcd endpoints (`http://host:port`, comma separated): config is read from and written to
+    /// etcd under /graymesh/config/ instead of a directory.
+    #[arg(long, env = "GRAYMESH_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// With --etcd: also publish every instance as an etcd gRPC naming record
+    /// (`<prefix>/<service>/<ip:port>` ⇒ `{"Op":0,"Addr":"ip:port","Metadata":…}`) and import the
+    /// records other programs register there, e.g. `/services`.
+    #[arg(long, requires = "etcd")]
+    pub etcd_naming_prefix: Option<String>,
     /// Address of the xDS (ADS over gRPC, plaintext) server.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub xds_addr: SocketAddr,
@@ -31,16 +48,8 @@ pub struct PilotArgs {
 }
 
 pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
-    let store = DirStore::open(&args.config_dir).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        anyhow::anyhow!(
-            "config in {} is invalid; not starting:\n{}",
-            args.config_dir.display(),
-            lines.join("\n")
-        )
-    })?;
-    let store = Arc::new(store);
-    let registry = EmbeddedRegistry::new();
+    let store = open_store(&args).await?;
+    let registry = open_registry(&args).await?;
     let config_rx = store.subscribe();
     let initial = config_rx.borrow().config.clone();
     let cache = SnapshotCache::new(
@@ -65,12 +74,19 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
         status.clone(),
         &xds_metrics,
     );
-    tokio::spawn(
-        store
-            .clone()
-            .watch_logged(Duration::from_millis(args.debounce_ms)),
-    );
-    tokio::spawn(registry.clone().run_expiry(Duration::from_millis(500)));
+    match &store {
+        ConfigStore::Dir(dir) => tokio::spawn(
+            dir.clone()
+                .watch_logged(Duration::from_millis(args.debounce_ms)),
+        ),
+        ConfigStore::Etcd(etcd) => tokio::spawn(etcd.clone().watch()),
+    };
+    match &registry {
+        Registry::Embedded(embedded) => {
+            tokio::spawn(embedded.clone().run_expiry(Duration::from_millis(500)))
+        }
+        Registry::Etcd(etcd) => tokio::spawn(etcd.clone().watch()),
+    };
     tokio::spawn(rebuild_on_change(
         config_rx,
         registry.subscribe(),
@@ -93,6 +109,47 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
     }
     tracing::info!("pilot stopped");
     Ok(())
+}
+
+/// The config store the flags ask for, loaded: a directory, or etcd (`--etcd`).
+async fn open_store(args: &PilotArgs) -> anyhow::Result<ConfigStore> {
+    if !args.etcd.is_empty() {
+        let store = EtcdStore::open(args.etcd.clone())
+            .await
+            .context("cannot load the config from etcd; not starting")?;
+        return Ok(ConfigStore::Etcd(Arc::new(store)));
+    }
+    let Some(dir) = &args.config_dir else {
+        anyhow::bail!("give --config-dir DIR or --etcd URL");
+    };
+    let store = DirStore::open(dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "config in {} is invalid; not starting:\n{}",
+            dir.display(),
+            lines.join("\n")
+        )
+    })?;
+    Ok(ConfigStore::Dir(Arc::new(store)))
+}
+
+/// With `--etcd`, registrations live in etcd under leases (shared by every replica); otherwise
+/// in this pilot's memory.
+async fn open_registry(args: &PilotArgs) -> anyhow::Result<Registry> {
+    if args.etcd.is_empty() {
+        return Ok(Registry::Embedded(EmbeddedRegistry::new()));
+    }
+    if let Some(prefix) = &args.etcd_naming_prefix {
+        if !prefix.starts_with('/') || prefix.starts_with("/graymesh/") {
+            anyhow::bail!(
+                "--etcd-naming-prefix {prefix:?}: must start with '/' and lie outside /graymesh/"
+            );
+        }
+    }
+    let registry = EtcdRegistry::open(args.etcd.clone(), args.etcd_naming_prefix.clone())
+        .await
+        .context("cannot load the registry from etcd; not starting")?;
+    Ok(Registry::Etcd(Arc::new(registry)))
 }
 
 /// Publish a new generation whenever the config or the registrations change, once the changes

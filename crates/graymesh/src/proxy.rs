@@ -42,7 +42,8 @@ pub struct ProxyArgs {
     /// Worker threads (default: the number of cores, as Envoy's --concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Pilot's admin URL for registration (default: the first pilot's host, port 15014).
+    /// Pilot's admin URL for registration (default: the first pilot's host, port 15014); several,
+    /// comma-separated, to fail over between pilot replicas (they share an etcd registry).
     #[arg(long)]
     pub registry: Option<String>,
     /// Do not register the local app.

@@ -196,6 +196,28 @@ impl ConfigSet {
         ]
     }
 
+    /// Every object of the set as an [`Object`] (kinds in [`Kind::ALL`] order, each sorted by
+    /// namespace and name), e.g. to list them or to merge them with objects being applied.
+    /// A `Resource` does not keep the apiVersion it was written with: objects get the newest one.
+    pub fn objects(&self) -> Vec<Object> {
+        fn wrap<T: Clone>(
+            resources: &[Resource<T>],
+            spec: fn(T) -> Spec,
+        ) -> impl Iterator<Item = Object> + '_ {
+            resources.iter().map(move |r| Object {
+                api_version: ISTIO_API_VERSIONS[0].to_string(),
+                meta: r.meta.clone(),
+                spec: spec(r.spec.clone()),
+                origin: r.origin.clone(),
+            })
+        }
+        wrap(&self.virtual_services, Spec::VirtualService)
+            .chain(wrap(&self.destination_rules, Spec::DestinationRule))
+            .chain(wrap(&self.service_entries, Spec::ServiceEntry))
+            .chain(wrap(&self.gateways, Spec::Gateway))
+            .collect()
+    }
+
     /// Resolve a host as written in an object of `namespace` the way Istio does: a host written
     /// exactly as a ServiceEntry declares it stays as it is; any other short name (no dot) becomes
     /// `<name>.<namespace>.svc.cluster.local`; a dotted name is taken as written.

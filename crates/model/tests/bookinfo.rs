@@ -115,3 +115,21 @@ fn bookinfo_endpoints_use_distinct_loopback_ports() {
         (8080, "*")
     );
 }
+
+/// What the config stores write (an object's JSON) must parse back to the same object: etcd
+/// values and `graymesh get -o yaml` output are read again by `apply`.
+#[test]
+fn objects_round_trip_through_their_json() {
+    let set = load_bookinfo();
+    let objects = set.objects();
+    assert_eq!(objects.len(), set.len());
+    for object in &objects {
+        let text = object.to_json().to_string();
+        let again = parse_str(&object.origin.file, &text).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert_eq!(again.len(), 1, "{}", object.display_name());
+        assert_eq!(again[0].meta, object.meta);
+        assert_eq!(again[0].spec, object.spec, "{}", object.display_name());
+    }
+    let rebuilt = build_config_set(objects).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(rebuilt.objects().len(), set.len());
+}

@@ -1,7 +1,9 @@
 //! A sidecar registers its local app in pilot's registry (the admin API's
 //! `/v1/registry/instances`) once the app answers its health check, renews the registration
 //! every third of its TTL, registers again if pilot forgot it (restart, expiry), and deregisters
-//! when the proxy shuts down.
+//! when the proxy shuts down. Given several pilots (`registry_url` a comma-separated list), it
+//! sticks to the one that answered last and moves on to the next when that one is unreachable or
+//! answers 5xx; pilots sharing an etcd registry accept each other's ids.
 
 use crate::http::body::{empty, full, Body};
 use http::{Method, Request, StatusCode};
@@ -9,12 +11,13 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct RegistrationSpec {
-    /// Pilot's admin base URL, e.g. `http://127.0.0.1:15014`.
+    /// Pilot's admin base URL, e.g. `http://127.0.0.1:15014`, or several, comma-separated.
     pub registry_url: String,
     /// The JSON pilot's registration API takes (service, namespace, address, ports, labels...).
     pub instance: serde_json::Value,
@@ -28,6 +31,8 @@ pub struct RegistrationSpec {
 pub struct Registrar {
     spec: RegistrationSpec,
     client: Client<HttpConnector, Body>,
+    /// Which of the registry URLs answered last: calls start there.
+    current: AtomicUsize,
 }
 
 impl Registrar {
@@ -35,6 +40,7 @@ impl Registrar {
         Self {
             spec,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            current: AtomicUsize::new(0),
         }
     }
 
@@ -128,13 +134,38 @@ impl Registrar {
         matches!(tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await, Ok(Ok(r)) if r.status().is_success())
     }
 
+    /// Call the registry, starting with the pilot that answered last and trying the others in
+    /// turn while one is unreachable or answers 5xx. The last outcome is returned if none do.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
     ) -> Result<(StatusCode, String), String> {
-        let uri = format!("{}{path}", self.spec.registry_url.trim_end_matches('/'));
+        let urls = registry_urls(&self.spec.registry_url);
+        let start = self.current.load(Ordering::Relaxed);
+        let mut outcome = Err("no registry URL given".to_string());
+        for at in failover_order(start, urls.len()) {
+            outcome = self
+                .call_one(urls[at], method.clone(), path, body.clone())
+                .await
+                .map_err(|e| format!("{}: {e}", urls[at]));
+            if matches!(&outcome, Ok((status, _)) if !status.is_server_error()) {
+                self.current.store(at, Ordering::Relaxed);
+                return outcome;
+            }
+        }
+        outcome
+    }
+
+    async fn call_one(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, String), String> {
+        let uri = format!("{}{path}", base.trim_end_matches('/'));
         let req = Request::builder()
             .method(method)
             .uri(uri)
@@ -153,5 +184,30 @@ impl Registrar {
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+fn registry_urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Indexes of `count` URLs, beginning at `start` and wrapping around.
+fn failover_order(start: usize, count: usize) -> impl Iterator<Item = usize> {
+    (0..count).map(move |i| (start + i) % count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_registries_are_tried_from_the_last_good_one() {
+        let urls = registry_urls("http://a:15014, http://b:15114,");
+        assert_eq!(urls, ["http://a:15014", "http://b:15114"]);
+        assert_eq!(failover_order(1, 3).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(failover_order(0, 0).count(), 0);
     }
 }

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
+mod write;
+
 /// What the store currently serves, and what went wrong with the latest load, if anything.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigState {
@@ -32,6 +34,8 @@ pub struct DirStore {
     /// Each file's text and the objects parsed from it: a reload re-parses only files whose text
     /// changed (validation of the whole set still runs every time).
     parsed: Mutex<ParseCache>,
+    /// Held by an apply or delete from reading the files to reloading them (`write.rs`).
+    writer: Mutex<()>,
 }
 
 type ParseCache = HashMap<PathBuf, (String, Vec<Object>)>;
@@ -50,7 +54,12 @@ impl DirStore {
             applied_at: Some(SystemTime::now()),
         };
         let (state, _) = watch::channel(state);
-        Ok(Self { dir, state, parsed })
+        Ok(Self {
+            dir,
+            state,
+            parsed,
+            writer: Mutex::default(),
+        })
     }
 
     pub fn subscribe(&self) -> watch::Receiver<ConfigState> {
