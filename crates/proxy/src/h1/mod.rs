@@ -68,6 +68,20 @@ struct Buffers {
     up_head: ResponseHead,
 }
 
+/// Buffers above this size are not kept between requests.
+const BIG_BUFFER: usize = 64 * 1024;
+
+impl Buffers {
+    fn shrink(&mut self) {
+        if self.out.capacity() > BIG_BUFFER {
+            self.out = Vec::new();
+        }
+        if self.up.capacity() > BIG_BUFFER {
+            self.up = BytesMut::new();
+        }
+    }
+}
+
 /// Serves a downstream connection's HTTP/1.1 requests until it closes or needs the general path.
 pub async fn serve(
     core: &ProxyCore,
@@ -125,6 +139,11 @@ pub async fn serve(
             Next::Close => return Served::Closed,
             Next::Handover => return Served::Handover(input.freeze()),
         }
+        // A large request or response grew the buffers: give the memory back while idle.
+        if input.is_empty() && input.capacity() > BIG_BUFFER {
+            input = BytesMut::with_capacity(8 * 1024);
+        }
+        bufs.shrink();
     }
 }
 
