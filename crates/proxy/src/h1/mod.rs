@@ -171,6 +171,9 @@ async fn read_head(
             input.len() < H2_PREFACE_START.len() && H2_PREFACE_START.starts_with(input);
         if !input.is_empty() && !maybe_preface {
             match head::parse_request(input, head) {
+                Ok(true) if head.len > MAX_HEADER_BYTES => {
+                    return HeadRead::Refused(431, "request headers too large")
+                }
                 Ok(true) => return HeadRead::Ready,
                 Ok(false) if input.len() > MAX_HEADER_BYTES => {
                     return HeadRead::Refused(431, "request headers too large")
