@@ -143,6 +143,14 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: revi
     )
 }
 
+/// The raw upstream, pilot serving a route to it, and a sidecar proxy.
+async fn raw_mesh(close_after: Option<Duration>) -> (RawUpstream, Pilot, Proxy) {
+    let up = RawUpstream::start(answer, close_after).await;
+    let pilot = Pilot::start(free_addr(), &mesh(up.addr)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    (up, pilot, proxy)
+}
+
 /// Writes `request` on one connection and reads until `expect` responses have fully arrived
 /// (by counting the given marker) or the proxy closes.
 fn exchange(addr: SocketAddr, request: &[u8], done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
@@ -166,9 +174,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_upstream_closed_is_replaced_without_failing_the_request() {
-    let up = RawUpstream::start(answer, Some(Duration::from_millis(150))).await;
-    let pilot = Pilot::start(free_addr(), &mesh(up.addr)).await;
-    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let (up, _pilot, proxy) = raw_mesh(Some(Duration::from_millis(150))).await;
     let client = graymesh_testkit::Http1Client::new();
     for i in 0..3 {
         let r = client
@@ -187,9 +193,7 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_without_failing_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_relayed_whatever_their_framing() {
-    let up = RawUpstream::start(answer, None).await;
-    let pilot = Pilot::start(free_addr(), &mesh(up.addr)).await;
-    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let (_up, _pilot, proxy) = raw_mesh(None).await;
     let addr = proxy.upstream;
 
     // Chunked, 200 chunks with extensions and a trailer, then a second request on the same
@@ -253,9 +257,7 @@ async fn bodies_are_relayed_whatever_their_framing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_and_hop_headers_stay_behind() {
-    let up = RawUpstream::start(answer, None).await;
-    let pilot = Pilot::start(free_addr(), &mesh(up.addr)).await;
-    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let (up, _pilot, proxy) = raw_mesh(None).await;
     let addr = proxy.upstream;
     let out = blocking(move || {
         exchange(
@@ -289,9 +291,7 @@ async fn pipelined_requests_are_answered_in_order_and_hop_headers_stay_behind() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_fast_path_hands_over_still_arrive_whole() {
-    let up = RawUpstream::start(answer, None).await;
-    let pilot = Pilot::start(free_addr(), &mesh(up.addr)).await;
-    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let (up, _pilot, proxy) = raw_mesh(None).await;
     let addr = proxy.upstream;
     // A 200 KiB body (over the fast path's 64 KiB), after a fast-path request on the same
     // connection; then HTTP/1.0 and Expect: 100-continue on connections of their own.
