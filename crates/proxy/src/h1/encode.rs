@@ -94,8 +94,19 @@ pub fn request_head(out: &mut Vec<u8>, req: &View<'_>, route: &Route, f: &Forwar
     if !host.is_empty() && !edits.drops(b"host") {
         header(out, b"host", host);
     }
+    // Headers the client's `Connection` header names are for this hop only, too.
+    let listed = req
+        .headers()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, v)| v);
+    let named_by_connection = |name: &[u8]| {
+        listed.is_some_and(|v| {
+            v.split(|b| *b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(name))
+        })
+    };
     for (name, value) in req.headers() {
-        if !request_hop_by_hop(name, value) && !edits.drops(name) {
+        if !request_hop_by_hop(name, value) && !edits.drops(name) && !named_by_connection(name) {
             header(out, name, value);
         }
     }
