@@ -111,6 +111,8 @@ fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
 struct HeadFacts {
     /// Transfer-Encoding present: `Some(true)` when it is exactly `chunked`.
     chunked: Option<bool>,
+    /// The last transfer coding is `chunked` (how a response's body is then framed).
+    chunked_last: bool,
     length: Option<u64>,
     close: bool,
     keep_alive: bool,
@@ -136,6 +138,10 @@ impl HeadFacts {
                 let exactly_chunked =
                     f.chunked.is_none() && trim(value).eq_ignore_ascii_case(b"chunked");
                 f.chunked = Some(exactly_chunked);
+                f.chunked_last = value
+                    .split(|b| *b == b',')
+                    .next_back()
+                    .is_some_and(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in value.split(|b| *b == b',').map(trim) {
                     f.close |= token.eq_ignore_ascii_case(b"close");
@@ -301,8 +307,8 @@ pub fn parse_response(
         Framing::Empty
     } else {
         match (facts.chunked, facts.length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
+            (Some(_), _) if facts.chunked_last => Framing::Chunked,
+            (Some(_), _) => Framing::UntilClose,
             (None, Some(n)) => Framing::Length(n),
             (None, None) => Framing::UntilClose,
         }

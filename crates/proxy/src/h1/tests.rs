@@ -153,6 +153,17 @@ fn response_framing() {
     );
     assert_eq!((r.framing, r.reusable), (Framing::Chunked, true));
     let r = response(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        false,
+    );
+    assert_eq!(
+        r.framing,
+        Framing::Chunked,
+        "chunked as the last coding frames the body"
+    );
+    let r = response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
+    assert_eq!((r.framing, r.reusable), (Framing::UntilClose, false));
+    let r = response(
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
         false,
     );
