@@ -111,7 +111,7 @@ fn check_generated(app: &Application) -> Vec<ModelError> {
             Err(e) => vec![ModelError::in_file(&app.origin.file, e.to_string())],
         };
         errors.extend(found.into_iter().map(|e| ModelError {
-            message: format!("in the objects generated for {state:?}: {}", e.message),
+            message: format!("in the objects generated for {state}: {}", e.message),
             ..e
         }));
     }

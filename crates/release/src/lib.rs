@@ -47,9 +47,8 @@ fn describe(app: &Application, state: RolloutState) -> String {
     match state {
         RolloutState::Step(i) => {
             let name = app.spec.workflow.get(i).map_or("", |s| s.name.as_str());
-            format!("step {i}: {name}")
+            format!("{state}: {name}")
         }
-        RolloutState::Promoted => "promoted".to_string(),
-        RolloutState::RolledBack => "rolled-back".to_string(),
+        RolloutState::Promoted | RolloutState::RolledBack => state.to_string(),
     }
 }

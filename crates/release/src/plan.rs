@@ -30,6 +30,17 @@ impl RolloutState {
     }
 }
 
+/// `step 2`, `promoted`, `rolled-back`, the way messages name a state.
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RolloutState::Step(i) => write!(f, "step {i}"),
+            RolloutState::Promoted => f.write_str("promoted"),
+            RolloutState::RolledBack => f.write_str("rolled-back"),
+        }
+    }
+}
+
 /// The traffic one state implies, in terms of the Application's components.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrafficPlan<'a> {

@@ -6,7 +6,9 @@ mod steps;
 
 use super::{fields, Findings};
 use crate::error::ModelError;
-use crate::oam::{Application, CanaryTraffic, Component, HeaderMatch, MatchRule, Trait, UriMatch};
+use crate::oam::{
+    Application, CanaryTraffic, Component, HashKey, HeaderMatch, MatchRule, Trait, UriMatch,
+};
 use std::collections::BTreeMap;
 
 /// The longest suffix the release controller adds to an Application's name for the objects it
@@ -157,15 +159,7 @@ fn trait_fields(
     canary: &CanaryTraffic,
 ) {
     if let Some(ns) = &canary.namespace {
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-        if ns.is_empty()
-            || ns.len() > 63
-            || !ns.chars().all(ok)
-            || ns.starts_with('-')
-            || ns.ends_with('-')
-        {
-            f.error(format!("{path}.namespace"), format!("namespace {ns:?} is not valid: use at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"));
-        }
+        namespace(f, &format!("{path}.namespace"), ns);
     }
     versions(f, app, path, attached, canary);
     if let Some(header) = &canary.header {
@@ -175,27 +169,44 @@ fn trait_fields(
         uri_match(f, &format!("{path}.uri"), uri);
     }
     if let Some(key) = &canary.hash_key {
-        let field = format!("{path}.hashKey");
-        let set: Vec<(&str, &String)> = [
-            ("header", &key.header),
-            ("cookie", &key.cookie),
-            ("baggage", &key.baggage),
-        ]
-        .into_iter()
-        .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
-        .collect();
-        match set.as_slice() {
-            [] => f.error(field, "set exactly one of header, cookie, baggage"),
-            [("baggage", _)] => f.error(
-                format!("{field}.baggage"),
-                "hashing on a baggage member is not supported yet: Istio's consistentHash has no baggage key; use header or cookie",
-            ),
-            [(name, value)] if value.trim().is_empty() => {
-                f.error(format!("{field}.{name}"), format!("{name} name must not be empty"))
-            }
-            [_] => {}
-            _ => f.error(field, "sets several keys; set exactly one of header, cookie, baggage"),
+        hash_key(f, &format!("{path}.hashKey"), key);
+    }
+}
+
+/// The generated objects go there, so it must be a valid namespace.
+fn namespace(f: &mut Findings, field: &str, ns: &str) {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let valid = !ns.is_empty()
+        && ns.len() <= 63
+        && ns.chars().all(ok)
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !valid {
+        f.error(field, format!("namespace {ns:?} is not valid: use at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"));
+    }
+}
+
+/// Exactly one key; baggage is refused until something can hash on it.
+fn hash_key(f: &mut Findings, field: &str, key: &HashKey) {
+    let set: Vec<(&str, &String)> = [
+        ("header", &key.header),
+        ("cookie", &key.cookie),
+        ("baggage", &key.baggage),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
+    .collect();
+    match set.as_slice() {
+        [] => f.error(field, "set exactly one of header, cookie, baggage"),
+        [("baggage", _)] => f.error(
+            format!("{field}.baggage"),
+            "hashing on a baggage member is not supported yet: Istio's consistentHash has no baggage key; use header or cookie",
+        ),
+        [(name, value)] if value.trim().is_empty() => {
+            f.error(format!("{field}.{name}"), format!("{name} name must not be empty"))
         }
+        [_] => {}
+        _ => f.error(field, "sets several keys; set exactly one of header, cookie, baggage"),
     }
 }
 

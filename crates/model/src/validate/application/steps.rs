@@ -198,6 +198,11 @@ fn analysis(f: &mut Findings, path: &str, step: &AnalysisStep) {
             "no threshold: set at least one of successRate, latencyP99, grpcErrorRate",
         );
     }
+    thresholds(f, path, step);
+}
+
+/// Each threshold is absolute or relative to the old version (not both) and in range.
+fn thresholds(f: &mut Findings, path: &str, step: &AnalysisStep) {
     if let Some(t) = &step.success_rate {
         let field = format!("{path}.successRate");
         one_of(
