@@ -314,3 +314,21 @@ fn several_errors_are_all_reported_in_one_pass() {
     let text = variant("weight: 10}", "weight: 5}").replacen("name: gate", "name: testers", 1);
     assert_eq!(errors_of(&text).len(), 2, "{:#?}", errors_of(&text));
 }
+
+#[test]
+fn an_application_in_a_json_list_is_read_and_its_errors_carry_the_item_path() {
+    let app: serde_json::Value = serde_norway::from_str(VALID).unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [app]});
+    let parsed = parse_documents("list.json", &list.to_string()).unwrap();
+    assert_eq!(parsed.applications.len(), 1);
+    validate_applications(&parsed.applications).unwrap();
+
+    let broken: serde_json::Value =
+        serde_norway::from_str(&variant("spec:\n", "spec:\n  replicas: 2\n")).unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [broken]});
+    let errors = parse_documents("list.json", &list.to_string()).unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["list.json: Application default/reviews: items[0].spec.replicas: unknown field `replicas`, expected `components` or `workflow`"]
+    );
+}
