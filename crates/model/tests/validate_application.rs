@@ -128,6 +128,18 @@ fn pilot_parsing_refuses_applications_until_the_controller_exists() {
 /// (what is broken, from, to, the one expected error after `WHERE: `).
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "old OAM apiVersion",
+        "apiVersion: core.oam.dev/v1beta1",
+        "apiVersion: core.oam.dev/v1alpha2",
+        "apiVersion: an Application has apiVersion \"core.oam.dev/v1beta1\", found \"core.oam.dev/v1alpha2\"",
+    ),
+    (
+        "KubeVela policies, not supported",
+        "  workflow:\n",
+        "  policies: []\n  workflow:\n",
+        "spec.policies: unknown field `policies`, expected `components` or `workflow`",
+    ),
+    (
         "unknown field",
         "properties: {host: reviews, port: 9080, version: v1}",
         "properties: {host: reviews, port: 9080, version: v1, replicas: 3}",
@@ -306,6 +318,15 @@ fn a_missing_trait_is_reported_and_nothing_else_is_guessed() {
     assert_eq!(
         errors_of(&text),
         [format!("{WHERE}: spec.components: no canary-traffic trait: attach one to the component being released, naming its oldVersion and newVersion")]
+    );
+}
+
+#[test]
+fn an_application_without_steps_is_refused() {
+    let end = VALID.find("  workflow:").unwrap();
+    assert_eq!(
+        errors_of(&VALID[..end]),
+        [format!("{WHERE}: spec.workflow.steps: at least one step is needed, e.g. a canary-rollout-weight step")]
     );
 }
 
