@@ -128,6 +128,12 @@ fn pilot_parsing_refuses_applications_until_the_controller_exists() {
 /// (what is broken, from, to, the one expected error after `WHERE: `).
 const BROKEN: &[(&str, &str, &str, &str)] = &[
     (
+        "a component the trait does not release",
+        "  workflow:\n",
+        "  - name: ratings\n    type: webservice\n    properties: {host: ratings, port: 9080, version: v1}\n  workflow:\n",
+        "spec.components[2]: \"ratings\" is neither the oldVersion nor the newVersion of the canary-traffic trait; an Application releases one service, from one version to another",
+    ),
+    (
         "old OAM apiVersion",
         "apiVersion: core.oam.dev/v1beta1",
         "apiVersion: core.oam.dev/v1alpha2",

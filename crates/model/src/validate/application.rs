@@ -270,6 +270,15 @@ fn versions(
             format!("the trait is attached to {:?}; attach it to the component being released ({:?} or {:?})", attached.name, old.name, new.name),
         );
     }
+    // Nothing would ever route to another component: refuse it rather than ignore it.
+    for (i, c) in app.spec.components.iter().enumerate() {
+        if c.name != old.name && c.name != new.name {
+            f.error(
+                format!("spec.components[{i}]"),
+                format!("{:?} is neither the oldVersion nor the newVersion of the canary-traffic trait; an Application releases one service, from one version to another", c.name),
+            );
+        }
+    }
 }
 
 pub(super) fn header_match(f: &mut Findings, path: &str, header: &HeaderMatch) {
