@@ -186,12 +186,22 @@ fn check_in_pilot(
         .into_iter()
         .flatten()
         .find(|r| r["name"] == route_config.as_str());
-    let routed = routes
-        .map(routed_clusters)
-        .ok_or(format!("no route configuration {route_config}"))?;
+    let routes = routes.ok_or(format!("no route configuration {route_config}"))?;
+    let routed = routed_clusters(routes);
     if routed != wanted {
         return Err(format!(
             "routes send traffic to {routed:?}, the plan to {wanted:?}"
+        ));
+    }
+    // The content route comes first and sends everything it matches to the new version.
+    let first = &routes["virtual_hosts"][0]["routes"][0];
+    let new_cluster = cluster(&plan.new.properties.version);
+    if plan.content.is_some()
+        && (first["name"] != graymesh_release::CONTENT_ROUTE
+            || first["route"]["cluster"] != new_cluster.as_str())
+    {
+        return Err(format!(
+            "the first route is not the content route to {new_cluster}: {first}"
         ));
     }
     for name in &routed {
