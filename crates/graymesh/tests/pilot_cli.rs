@@ -156,6 +156,96 @@ fn validate_accepts_the_example_and_names_file_object_field_on_errors() {
 }
 
 #[test]
+fn validate_accepts_the_release_example_and_rejects_broken_applications() {
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/release");
+    let ok = run(&["validate", "-f", release.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "valid: Application default/reviews: 8 steps; each step, promoted and rolled back translate to a valid VirtualService and DestinationRule\n"
+    );
+
+    // Istio objects and Applications validated together: one line each.
+    let both = run(&[
+        "validate",
+        "-f",
+        examples().to_str().unwrap(),
+        "-f",
+        release.to_str().unwrap(),
+    ]);
+    assert!(
+        both.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&both.stdout);
+    assert!(stdout.starts_with("valid: 14 objects"), "{stdout}");
+    assert!(
+        stdout.contains("\nvalid: Application default/reviews: 8 steps"),
+        "{stdout}"
+    );
+
+    let example = std::fs::read_to_string(release.join("reviews-canary.yaml")).unwrap();
+    let dir = temp_dir("validate-release");
+    let broken = [
+        (
+            "weight: 5\n",
+            "weight: 15\n",
+            "Application default/reviews: spec.workflow.steps[1].properties.traffic: weights sum to 110, must be 100",
+        ),
+        (
+            "revision: reviews-v2\n          weight: 20",
+            "revision: reviews-v3\n          weight: 20",
+            "Application default/reviews: spec.workflow.steps[3].properties.traffic[1].revision: \"reviews-v3\" is not a version being released; use the trait's oldVersion \"reviews\" or newVersion \"reviews-v2\"",
+        ),
+        (
+            "matchRule: exact\n          name: beta\n          value: \"1\"",
+            "matchRule: regex\n          name: beta\n          value: \"[1\"",
+            "Application default/reviews: spec.workflow.steps[3].properties.cookie.value: invalid regex \"[1\" (RE2 syntax): unclosed character class",
+        ),
+        (
+            "minRequests: 500",
+            "minRequests: 500\n        canaryWeight: 5",
+            "Application default/reviews: spec.workflow.steps[6].properties.canaryWeight: unknown field `canaryWeight`, expected one of `interval`, `checks`, `minRequests`, `maxFailures`, `successRate`, `latencyP99`, `grpcErrorRate`",
+        ),
+    ];
+    for (from, to, expected) in broken {
+        assert!(example.contains(from), "{from:?} is not in the example");
+        let file = dir.join("app.yaml");
+        std::fs::write(&file, example.replacen(from, to, 1)).unwrap();
+        let out = run(&["validate", "-f", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "error: {}: {expected}\n1 error(s); nothing would be applied\n",
+            file.display()
+        );
+        assert_eq!(stderr, expected);
+    }
+
+    // pilot's store does not take Applications until the controller that runs them exists.
+    let out = Command::new(BIN)
+        .args([
+            "pilot",
+            "--config-dir",
+            release.to_str().unwrap(),
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Application default/reviews: pilot does not take Applications yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn pilot_refuses_to_start_on_invalid_config() {
     let dir = temp_dir("refuse");
     std::fs::write(

@@ -6,11 +6,13 @@
 //! that is `validate`'s job. Errors are collected across all documents so a user can fix a whole
 //! file in one pass, and parsing never reads anything but the text it is given.
 
+mod application;
 mod envelope;
 #[cfg(test)]
 mod tests;
 
 use crate::error::ModelError;
+use crate::oam::Application;
 use crate::object::Object;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,11 +24,40 @@ struct Document {
     value: Value,
 }
 
-/// Parse every object in `text`, read from `file` (the name is only used in errors and origins).
+/// Everything one text holds: Istio objects and OAM Applications.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Object>,
+    pub applications: Vec<Application>,
+}
+
+/// Parse every Istio object in `text`, read from `file` (the name is only used in errors and
+/// origins). An OAM Application is an error here: pilot's store does not take them until the
+/// release controller that runs them exists; [`parse_documents`] reads them.
+pub fn parse_str(file: &str, text: &str) -> Result<Vec<Object>, Vec<ModelError>> {
+    let parsed = parse_documents(file, text)?;
+    if parsed.applications.is_empty() {
+        return Ok(parsed.objects);
+    }
+    Err(parsed
+        .applications
+        .iter()
+        .map(|app| ModelError {
+            file: file.to_string(),
+            object: Some(app.display_name()),
+            field: None,
+            message: "pilot does not take Applications yet: the release controller that would \
+                      run them is planned; check the file with `graymesh validate -f`"
+                .to_string(),
+        })
+        .collect())
+}
+
+/// Parse every object in `text`, Istio objects and OAM Applications alike.
 ///
 /// JSON is recognised by a `.json` file name or by text starting with `{` or `[`; anything else is
 /// read as a YAML stream of `---`-separated documents. Empty documents are skipped.
-pub fn parse_str(file: &str, text: &str) -> Result<Vec<Object>, Vec<ModelError>> {
+pub fn parse_documents(file: &str, text: &str) -> Result<Parsed, Vec<ModelError>> {
     // Editors on Windows save a byte-order mark; YAML ignores it but JSON parsers do not.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // A syntax error ends the stream, so it is reported after the documents read before it.
@@ -36,19 +67,19 @@ pub fn parse_str(file: &str, text: &str) -> Result<Vec<Object>, Vec<ModelError>>
     } else {
         yaml_documents(file, text, &mut syntax_errors)
     };
-    let mut objects = Vec::new();
+    let mut parsed = Parsed::default();
     let mut errors = Vec::new();
     for document in documents {
         match document {
             Ok(Document { index, value }) => {
-                envelope::unpack(file, index, value, &mut objects, &mut errors)
+                envelope::unpack(file, index, value, &mut parsed, &mut errors)
             }
             Err(error) => errors.push(error),
         }
     }
     errors.append(&mut syntax_errors);
     if errors.is_empty() {
-        Ok(objects)
+        Ok(parsed)
     } else {
         Err(errors)
     }

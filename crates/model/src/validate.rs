@@ -5,6 +5,7 @@
 //! competing for a host; `references`). Validation never stops at the first error, never fixes a
 //! value up silently, and never reads anything but the objects it is given.
 
+mod application;
 mod destination_rule;
 mod fields;
 mod gateway;
@@ -15,6 +16,8 @@ mod virtual_service;
 use crate::error::ModelError;
 use crate::object::{ConfigSet, Kind, Object, ObjectMeta, Origin, Resource, Spec};
 use std::collections::BTreeMap;
+
+pub use application::validate_applications;
 
 /// Validate `objects` (typically from several files) and build the set translation reads.
 ///

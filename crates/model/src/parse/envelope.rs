@@ -4,7 +4,10 @@
 //! Problems are gathered per document first and named afterwards, because how an error names its
 //! object (`Kind ns/name`, or only the document) depends on how much of the envelope was readable.
 
+use super::application;
+use super::Parsed;
 use crate::error::ModelError;
+use crate::oam::{Application, APPLICATION_KIND, OAM_API_VERSION};
 use crate::object::{
     Kind, Object, ObjectMeta, Origin, Spec, DEFAULT_NAMESPACE, ISTIO_API_VERSIONS,
 };
@@ -17,14 +20,14 @@ const MAX_NAME_LEN: usize = 253;
 const MAX_NAMESPACE_LEN: usize = 63;
 
 /// A problem inside one document, before we know how to name the object it belongs to.
-struct Problem {
+pub(super) struct Problem {
     /// Path inside the object; empty for the object as a whole.
     field: String,
     message: String,
 }
 
 impl Problem {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -76,7 +79,7 @@ pub(super) fn unpack(
     file: &str,
     document: usize,
     value: Value,
-    objects: &mut Vec<Object>,
+    out: &mut Parsed,
     errors: &mut Vec<ModelError>,
 ) {
     let place = Place {
@@ -86,19 +89,16 @@ pub(super) fn unpack(
     };
     match value {
         Value::Object(map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
-            unpack_list(&place, map, objects, errors)
+            unpack_list(&place, map, out, errors)
         }
-        value => match read_object(&place, value) {
-            Ok(object) => objects.push(object),
-            Err(mut found) => errors.append(&mut found),
-        },
+        value => read_item(&place, value, out, errors),
     }
 }
 
 fn unpack_list(
     place: &Place,
     mut map: Map<String, Value>,
-    objects: &mut Vec<Object>,
+    out: &mut Parsed,
     errors: &mut Vec<ModelError>,
 ) {
     let mut problems = unknown_fields(&map, LIST_FIELDS);
@@ -111,7 +111,7 @@ fn unpack_list(
         )),
     }
     match map.remove("items") {
-        Some(Value::Array(items)) => unpack_items(place, items, objects, errors),
+        Some(Value::Array(items)) => unpack_items(place, items, out, errors),
         None => problems.push(Problem::new(
             "items",
             "missing; a List holds its objects in `items`",
@@ -125,25 +125,103 @@ fn unpack_list(
     errors.extend(problems.into_iter().map(|p| place.error(&label, p)));
 }
 
-fn unpack_items(
-    place: &Place,
-    items: Vec<Value>,
-    objects: &mut Vec<Object>,
-    errors: &mut Vec<ModelError>,
-) {
+fn unpack_items(place: &Place, items: Vec<Value>, out: &mut Parsed, errors: &mut Vec<ModelError>) {
     for (i, item) in items.into_iter().enumerate() {
         let item_place = Place {
             prefix: format!("items[{i}]"),
             ..*place
         };
-        match read_object(&item_place, item) {
-            Ok(object) => objects.push(object),
-            Err(mut found) => errors.append(&mut found),
-        }
+        read_item(&item_place, item, out, errors);
     }
 }
 
 // === One object ===
+
+/// An OAM Application (recognised by its kind or its apiVersion) or an Istio object.
+fn read_item(place: &Place, value: Value, out: &mut Parsed, errors: &mut Vec<ModelError>) {
+    let result = match value {
+        Value::Object(map) if is_application(&map) => {
+            read_application(place, map).map(|a| out.applications.push(a))
+        }
+        value => read_object(place, value).map(|o| out.objects.push(o)),
+    };
+    if let Err(mut found) = result {
+        errors.append(&mut found);
+    }
+}
+
+fn is_application(map: &Map<String, Value>) -> bool {
+    let text = |key: &str| map.get(key).and_then(Value::as_str);
+    text("kind") == Some(APPLICATION_KIND) || text("apiVersion") == Some(OAM_API_VERSION)
+}
+
+fn read_application(
+    place: &Place,
+    mut map: Map<String, Value>,
+) -> Result<Application, Vec<ModelError>> {
+    let mut problems = unknown_fields(&map, ENVELOPE_FIELDS);
+    match map.remove("apiVersion") {
+        Some(Value::String(v)) if v == OAM_API_VERSION => {}
+        other => problems.push(Problem::new(
+            "apiVersion",
+            format!(
+                "an Application has apiVersion {OAM_API_VERSION:?}, found {}",
+                other.map_or("nothing".to_string(), |v| v.to_string())
+            ),
+        )),
+    }
+    match map.remove("kind") {
+        Some(Value::String(k)) if k == APPLICATION_KIND => {}
+        other => problems.push(Problem::new(
+            "kind",
+            format!(
+                "apiVersion {OAM_API_VERSION} holds only kind Application, found {}",
+                other.map_or("nothing".to_string(), |v| v.to_string())
+            ),
+        )),
+    }
+    let metadata = map.remove("metadata");
+    let label = application_label(metadata.as_ref(), place.document);
+    let meta = keep(read_metadata(metadata), &mut problems);
+    let spec = match map.remove("spec") {
+        None => {
+            problems.push(Problem::new("spec", "missing; an Application needs a spec"));
+            None
+        }
+        Some(value) => application::read_spec(value)
+            .map_err(|mut found| problems.append(&mut found))
+            .ok(),
+    };
+    match (meta, spec) {
+        (Some(meta), Some(spec)) if problems.is_empty() => {
+            let origin = Origin {
+                file: place.file.to_string(),
+                document: place.document,
+            };
+            Ok(Application { meta, spec, origin })
+        }
+        _ => Err(problems
+            .into_iter()
+            .map(|p| place.error(&label, p))
+            .collect()),
+    }
+}
+
+fn application_label(metadata: Option<&Value>, document: usize) -> String {
+    let text = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match text("name") {
+        Some(name) => format!(
+            "{APPLICATION_KIND} {}/{name}",
+            text("namespace").unwrap_or(DEFAULT_NAMESPACE)
+        ),
+        None => format!("{APPLICATION_KIND} in {}", document_label(document)),
+    }
+}
 
 fn read_object(place: &Place, value: Value) -> Result<Object, Vec<ModelError>> {
     let Value::Object(mut map) = value else {
@@ -298,7 +376,7 @@ fn read_spec(kind: Kind, value: Option<Value>) -> Result<Spec, Problem> {
 }
 
 /// Deserialize `value`, naming the failing field as a path under `root` (`spec.http[0].timeout`).
-fn typed<T: DeserializeOwned>(value: Value, root: &str) -> Result<T, Problem> {
+pub(super) fn typed<T: DeserializeOwned>(value: Value, root: &str) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
