@@ -32,6 +32,10 @@ struct State {
     /// What was compiled last (for clusters that linger while routes still use them).
     effective: Resources,
     version: u64,
+    /// A listener and a cluster response were accepted (possibly empty): a first response that
+    /// was NACKed (a port that cannot be bound, say) keeps the proxy not ready.
+    listeners_accepted: bool,
+    clusters_accepted: bool,
 }
 
 pub struct ConfigStore {
@@ -71,7 +75,7 @@ impl ConfigStore {
     pub fn complete(&self) -> bool {
         let state = self.lock();
         let latest = &state.latest;
-        if latest.listeners.is_empty() && latest.clusters.is_empty() {
+        if !state.listeners_accepted || !state.clusters_accepted {
             return false;
         }
         let routes_in = table::route_names(&latest.listeners)
@@ -118,6 +122,7 @@ impl ConfigStore {
             applied_routes,
             effective,
             version,
+            ..*state
         };
         Ok(())
     }
@@ -220,7 +225,9 @@ impl Handler<Listener> for ConfigStore {
         self.update(
             |r| r.listeners = by_name(resources, |l| &l.name),
             Some(subscriptions),
-        )
+        )?;
+        self.lock().listeners_accepted = true;
+        Ok(())
     }
 }
 
@@ -242,7 +249,9 @@ impl Handler<Cluster> for ConfigStore {
         self.update(
             |r| r.clusters = by_name(resources, |c| &c.name),
             Some(subscriptions),
-        )
+        )?;
+        self.lock().clusters_accepted = true;
+        Ok(())
     }
 }
 

@@ -100,12 +100,7 @@ impl Proxy {
     /// A sidecar with one explicit upstream port for `target` (`host:port`).
     pub async fn start_for(pilots: Vec<SocketAddr>, target: &str) -> Self {
         let upstream = free_addr();
-        let opts = ProxyOptions {
-            node_id: format!("test-proxy-{}", upstream.port()),
-            upstreams: vec![format!("{target}={upstream}")],
-            ..options(&pilots)
-        };
-        Self::spawn(opts, upstream).await
+        Self::spawn(sidecar_options(&pilots, target, upstream), upstream).await
     }
 
     /// A gateway labelled `istio=ingressgateway` with no upstreams; ready once `server` (the
@@ -175,6 +170,15 @@ impl Proxy {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+/// A sidecar's options with one explicit upstream port (`target` = `host:port`) at `listen`.
+pub fn sidecar_options(pilots: &[SocketAddr], target: &str, listen: SocketAddr) -> ProxyOptions {
+    ProxyOptions {
+        node_id: format!("test-proxy-{}", listen.port()),
+        upstreams: vec![format!("{target}={listen}")],
+        ..options(pilots)
     }
 }
 
