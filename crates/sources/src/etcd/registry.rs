@@ -3,8 +3,8 @@
 //!
 //! Pilot is the lease keeper's proxy: a sidecar registers and heartbeats over pilot's admin API
 //! as with the embedded registry, and pilot turns that into etcd calls — a registration grants a
-//! lease and puts the key under it, a heartbeat is one keep-alive of that lease, a deregistration
-//! revokes it. The id handed to the sidecar is the lease id (hex), so any pilot replica can renew
+//! lease and puts the key under it, a heartbeat is one keep-alive of that lease sent on this
+//! pilot's one shared keep-alive stream ([`LeaseKeeper`]), a deregistration revokes it. The id handed to the sidecar is the lease id (hex), so any pilot replica can renew
 //! or revoke it. If the sidecar dies, nobody renews: etcd deletes the key when the lease runs
 //! out, and every pilot's watch drops the instance. The instance key is deterministic
 //! (`<address>-<port>` unless the registration names an id), so registering again after a lost
@@ -18,6 +18,7 @@
 //! other programs write there are imported as instances (a second watch).
 
 use super::keys::{registry_key, REGISTRY_PREFIX};
+use super::lease_keeper::{KeepAliveStream, LeaseKeeper, RenewError};
 use super::naming;
 use super::{bounded, connect, unreachable, EtcdError};
 use crate::registry::Registration;
@@ -51,6 +52,10 @@ pub struct EtcdRegistry {
     by_key: Mutex<BTreeMap<String, Registration>>,
     /// Keys whose values could not be read, with why (shown on pilot's `/debug/syncz`).
     broken: Mutex<BTreeMap<String, String>>,
+    /// Renews leases on heartbeats, over one keep-alive stream.
+    keeper: LeaseKeeper,
+    /// The keep-alive stream opened by [`Self::open`], until [`Self::watch`] serves it.
+    first_stream: Mutex<Option<KeepAliveStream>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -62,8 +67,8 @@ impl std::fmt::Debug for EtcdRegistry {
 }
 
 impl EtcdRegistry {
-    /// Connect and list the registrations (and naming records, with `naming_prefix`). Fails
-    /// when etcd cannot be reached.
+    /// Connect, open the lease keep-alive stream, and list the registrations (and naming
+    /// records, with `naming_prefix`). Fails when etcd cannot be reached.
     pub async fn open(
         endpoints: Vec<String>,
         naming_prefix: Option<String>,
@@ -71,6 +76,13 @@ impl EtcdRegistry {
         let client = connect(&endpoints).await?;
         let (changes, _) = watch::channel(Arc::new(Vec::new()));
         let naming_prefix = naming_prefix.map(|p| format!("{}/", p.trim_end_matches('/')));
+        let keeper = LeaseKeeper::new(client.clone());
+        let first_stream = keeper.open().await.map_err(|message| {
+            unreachable(
+                &endpoints,
+                format!("cannot open the lease keep-alive stream: {message}"),
+            )
+        })?;
         let registry = Self {
             client,
             endpoints,
@@ -79,6 +91,8 @@ impl EtcdRegistry {
             revisions: Mutex::default(),
             by_key: Mutex::default(),
             broken: Mutex::default(),
+            keeper,
+            first_stream: Mutex::new(Some(first_stream)),
         };
         for prefix in registry.prefixes() {
             registry
@@ -142,20 +156,16 @@ impl EtcdRegistry {
         Ok(format!("{:x}", lease.id()))
     }
 
-    /// Renew the lease behind `id` once. `Ok(false)`: it expired or never existed.
+    /// Renew the lease behind `id` once, on the shared keep-alive stream. `Ok(false)`: it
+    /// expired or never existed.
     pub async fn heartbeat(&self, id: &str) -> Result<bool, RegistryError> {
         let Some(lease) = lease_of(id) else {
             return Ok(false);
         };
-        let mut client = self.client.clone();
-        // The client sends one keep-alive and reads its answer before handing back the stream;
-        // an answer with TTL 0 (no such lease) comes back as this error.
-        let renew = client.lease_keep_alive(lease);
-        match tokio::time::timeout(super::REQUEST_TIMEOUT, renew).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-            Ok(Err(e)) => Err(self.lost(e.to_string())),
-            Err(_) => Err(self.lost("no answer in time".into())),
+        match self.keeper.renew(lease).await {
+            Ok(()) => Ok(true),
+            Err(RenewError::Gone) => Ok(false),
+            Err(RenewError::Down(why)) => Err(self.lost(why)),
         }
     }
 
@@ -175,13 +185,18 @@ impl EtcdRegistry {
         }
     }
 
-    /// Follow changes until the task is dropped; reconnects with backoff.
+    /// Follow changes and keep the lease keep-alive stream open, until the task is dropped;
+    /// reconnects with backoff.
     pub async fn watch(self: Arc<Self>) {
         let follows = self
             .prefixes()
             .into_iter()
             .map(|prefix| self.follow(prefix));
-        futures::future::join_all(follows).await;
+        let first_stream = lock(&self.first_stream).take();
+        tokio::join!(
+            futures::future::join_all(follows),
+            self.keeper.run(first_stream)
+        );
     }
 
     /// Watch one prefix for as long as the task lives.
