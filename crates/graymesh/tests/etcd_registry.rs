@@ -513,3 +513,22 @@ async fn heartbeats_share_one_keep_alive_stream_and_renew_only_their_own_lease()
     assert_eq!(heartbeat(&dropped).await.status, 404);
     assert_eq!(keep_alive_counts(&client, &etcd).await.0, started);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_started_after_the_registrations_serves_them_at_once() {
+    let etcd = EtcdServer::start().unwrap();
+    let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+    let a = pilot(&etcd, &client).await;
+    let body = r#"{"service": "reviews", "address": "127.0.0.1", "ports": [{"port": 9080, "target_port": 19083}], "ttl_seconds": 30}"#;
+    let url = format!("http://{}/v1/registry/instances", a.http);
+    let reply = client.post(&url, &[], body).await.unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    // Nothing changes in the registry from here on: `b` must take it from its first listing.
+    let b = pilot(&etcd, &client).await;
+    eventually(
+        Duration::from_secs(5),
+        "the registration on the pilot started after it",
+        || async { endpoints(&client, &b).await == ["127.0.0.1:19083"] },
+    )
+    .await;
+}
