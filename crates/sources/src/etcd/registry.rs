@@ -29,6 +29,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Watch events are applied at once but published at most this often: publishing copies every
+/// registration, so once per event made a burst of N registrations cost O(N²) (10,000 at once
+/// kept pilot busy for many seconds).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,36 +224,74 @@ impl EtcdRegistry {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = self.client.clone();
         let mut stream = bounded(client.watch(prefix, Some(options))).await?;
-        while let Some(response) = stream.message().await.map_err(|e| e.to_string())? {
+        let mut unpublished = false;
+        let result = self
+            .follow_stream(prefix, &mut stream, &mut unpublished)
+            .await;
+        if unpublished {
+            self.publish();
+        }
+        result
+    }
+
+    /// Apply each watch response as it comes; publish when [`PUBLISH_EVERY`] has passed since
+    /// the last publication, or once the stream is quiet for that long.
+    async fn follow_stream(
+        &self,
+        prefix: &str,
+        stream: &mut etcd_client::WatchStream,
+        unpublished: &mut bool,
+    ) -> Result<(), String> {
+        let mut published = tokio::time::Instant::now();
+        loop {
+            let next = tokio::select! {
+                // `message` is cancel-safe: a response half read stays in the stream.
+                next = stream.message() => next.map_err(|e| e.to_string())?,
+                _ = tokio::time::sleep_until(published + PUBLISH_EVERY), if *unpublished => {
+                    self.publish();
+                    (*unpublished, published) = (false, tokio::time::Instant::now());
+                    continue;
+                }
+            };
+            let Some(response) = next else { return Ok(()) };
             if response.compact_revision() > 0 {
-                tracing::warn!(from, %prefix, "registry revisions compacted; listing again");
+                tracing::warn!(%prefix, "registry revisions compacted; listing again");
+                *unpublished = false; // the listing publishes
                 return self.relist(prefix).await;
             }
             if response.canceled() {
                 return Err(format!("watch canceled: {}", response.cancel_reason()));
             }
-            if response.events().is_empty() {
-                continue;
+            if self.apply(prefix, response.events()) {
+                *unpublished = true;
             }
-            let mut latest = 0;
-            {
-                let mut by_key = lock(&self.by_key);
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    latest = latest.max(kv.mod_revision());
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    by_key.remove(&key);
-                    lock(&self.broken).remove(&key);
-                    if event.event_type() == EventType::Put {
-                        if let Some(registration) = self.read(kv) {
-                            by_key.insert(key, registration);
-                        }
+            if *unpublished && published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                (*unpublished, published) = (false, tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Apply watch events to what is known; whether there were any.
+    fn apply(&self, prefix: &str, events: &[etcd_client::Event]) -> bool {
+        let mut latest = 0;
+        {
+            let mut by_key = lock(&self.by_key);
+            for event in events {
+                let Some(kv) = event.kv() else { continue };
+                latest = latest.max(kv.mod_revision());
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                by_key.remove(&key);
+                lock(&self.broken).remove(&key);
+                if event.event_type() == EventType::Put {
+                    if let Some(registration) = self.read(kv) {
+                        by_key.insert(key, registration);
                     }
                 }
             }
-            self.publish(prefix, latest);
         }
-        Ok(())
+        self.seen(prefix, latest);
+        !events.is_empty()
     }
 
     /// Read `prefix` whole and replace what is known under it.
@@ -275,7 +317,8 @@ impl EtcdRegistry {
             by_key.retain(|key, _| !key.starts_with(prefix));
             by_key.extend(entries);
         }
-        self.publish(prefix, revision);
+        self.publish();
+        self.seen(prefix, revision);
         Ok(())
     }
 
@@ -307,7 +350,7 @@ impl EtcdRegistry {
             .collect()
     }
 
-    fn publish(&self, prefix: &str, revision: i64) {
+    fn publish(&self) {
         let all: Vec<Registration> = lock(&self.by_key).values().cloned().collect();
         self.changes.send_if_modified(|current| {
             let changed = **current != all;
@@ -316,6 +359,10 @@ impl EtcdRegistry {
             }
             changed
         });
+    }
+
+    /// Record that `prefix` is known up to `revision` (a reconnect resumes after it).
+    fn seen(&self, prefix: &str, revision: i64) {
         let mut revisions = lock(&self.revisions);
         let seen = revisions.entry(prefix.to_string()).or_default();
         *seen = (*seen).max(revision);
