@@ -52,9 +52,11 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
     let registry = open_registry(&args).await?;
     let config_rx = store.subscribe();
     let initial = config_rx.borrow().config.clone();
+    // The registrations already loaded (from etcd) go into the first generation: the rebuild
+    // task only wakes on later changes, so a restarted pilot would serve none of them until one.
     let cache = SnapshotCache::new(
         initial.clone(),
-        Arc::new(RegistrySnapshot::build(&initial, &[])),
+        Arc::new(RegistrySnapshot::build(&initial, &registry.list())),
     );
     let status = SyncStatus::default();
     let xds_metrics = XdsMetrics::default();

@@ -434,3 +434,101 @@ async fn a_sidecar_keeps_its_registration_through_another_pilot_when_its_pilot_d
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// etcd's own count for the LeaseKeepAlive method: (streams started, messages received).
+async fn keep_alive_counts(client: &Http1Client, etcd: &EtcdServer) -> (u64, u64) {
+    let metrics = client
+        .get(&format!("{}/metrics", etcd.endpoint()), &[])
+        .await
+        .unwrap()
+        .text();
+    let sum = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(r#"grpc_method="LeaseKeepAlive""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    (
+        sum("grpc_server_started_total{"),
+        sum("grpc_server_msg_received_total{"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_share_one_keep_alive_stream_and_renew_only_their_own_lease() {
+    let etcd = EtcdServer::start().unwrap();
+    let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+    let a = pilot(&etcd, &client).await;
+    let register = |port: u16| {
+        let body = format!(
+            r#"{{"service": "reviews", "address": "127.0.0.1", "ports": [{{"port": 9080, "target_port": {port}}}], "ttl_seconds": 3}}"#
+        );
+        let url = format!("http://{}/v1/registry/instances", a.http);
+        let client = &client;
+        async move {
+            let reply = client.post(&url, &[], body).await.unwrap();
+            assert_eq!(reply.status, 201, "{}", reply.text());
+            reply.json().unwrap()["id"].as_str().unwrap().to_string()
+        }
+    };
+    let (kept, dropped) = (register(19001).await, register(19002).await);
+    let heartbeat = |id: &str| {
+        let url = format!("http://{}/v1/registry/instances/{id}/heartbeat", a.http);
+        let client = &client;
+        async move { client.request(Method::PUT, &url, &[], "").await.unwrap() }
+    };
+    eventually(Duration::from_secs(10), "both registrations", || async {
+        endpoints(&client, &a).await.len() == 2
+    })
+    .await;
+
+    let (started, received) = keep_alive_counts(&client, &etcd).await;
+    let registered = Instant::now();
+    let mut beats = 0;
+    // Only `kept` heartbeats, every TTL/3, for longer than the TTL.
+    while registered.elapsed() < TTL + Duration::from_millis(1500) {
+        let reply = heartbeat(&kept).await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+        beats += 1;
+        tokio::time::sleep(TTL / 3).await;
+    }
+    eventually(
+        Duration::from_secs(5),
+        "only the silent instance gone",
+        || async { endpoints(&client, &a).await == ["127.0.0.1:19001"] },
+    )
+    .await;
+    let (started_after, received_after) = keep_alive_counts(&client, &etcd).await;
+    assert_eq!(
+        started_after, started,
+        "{beats} heartbeats opened new LeaseKeepAlive streams"
+    );
+    assert!(
+        received_after - received >= beats,
+        "{beats} heartbeats, {} keep-alives received by etcd",
+        received_after - received
+    );
+    // The silent instance's lease ran out: its heartbeat is refused (on the same stream).
+    assert_eq!(heartbeat(&dropped).await.status, 404);
+    assert_eq!(keep_alive_counts(&client, &etcd).await.0, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pilot_started_after_the_registrations_serves_them_at_once() {
+    let etcd = EtcdServer::start().unwrap();
+    let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+    let a = pilot(&etcd, &client).await;
+    let body = r#"{"service": "reviews", "address": "127.0.0.1", "ports": [{"port": 9080, "target_port": 19083}], "ttl_seconds": 30}"#;
+    let url = format!("http://{}/v1/registry/instances", a.http);
+    let reply = client.post(&url, &[], body).await.unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    // Nothing changes in the registry from here on: `b` must take it from its first listing.
+    let b = pilot(&etcd, &client).await;
+    eventually(
+        Duration::from_secs(5),
+        "the registration on the pilot started after it",
+        || async { endpoints(&client, &b).await == ["127.0.0.1:19083"] },
+    )
+    .await;
+}

@@ -5,6 +5,7 @@
 mod config_store;
 pub mod keys;
 pub mod leader;
+mod lease_keeper;
 pub mod naming;
 mod registry;
 

@@ -3,8 +3,8 @@
 //!
 //! Pilot is the lease keeper's proxy: a sidecar registers and heartbeats over pilot's admin API
 //! as with the embedded registry, and pilot turns that into etcd calls — a registration grants a
-//! lease and puts the key under it, a heartbeat is one keep-alive of that lease, a deregistration
-//! revokes it. The id handed to the sidecar is the lease id (hex), so any pilot replica can renew
+//! lease and puts the key under it, a heartbeat is one keep-alive of that lease sent on this
+//! pilot's one shared keep-alive stream ([`LeaseKeeper`]), a deregistration revokes it. The id handed to the sidecar is the lease id (hex), so any pilot replica can renew
 //! or revoke it. If the sidecar dies, nobody renews: etcd deletes the key when the lease runs
 //! out, and every pilot's watch drops the instance. The instance key is deterministic
 //! (`<address>-<port>` unless the registration names an id), so registering again after a lost
@@ -18,6 +18,7 @@
 //! other programs write there are imported as instances (a second watch).
 
 use super::keys::{registry_key, REGISTRY_PREFIX};
+use super::lease_keeper::{KeepAliveStream, LeaseKeeper, RenewError};
 use super::naming;
 use super::{bounded, connect, unreachable, EtcdError};
 use crate::registry::Registration;
@@ -28,6 +29,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Watch events are applied at once but published at most this often: publishing copies every
+/// registration, so once per event made a burst of N registrations cost O(N²) (10,000 at once
+/// kept pilot busy for many seconds).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,10 @@ pub struct EtcdRegistry {
     by_key: Mutex<BTreeMap<String, Registration>>,
     /// Keys whose values could not be read, with why (shown on pilot's `/debug/syncz`).
     broken: Mutex<BTreeMap<String, String>>,
+    /// Renews leases on heartbeats, over one keep-alive stream.
+    keeper: LeaseKeeper,
+    /// The keep-alive stream opened by [`Self::open`], until [`Self::watch`] serves it.
+    first_stream: Mutex<Option<KeepAliveStream>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -62,8 +71,8 @@ impl std::fmt::Debug for EtcdRegistry {
 }
 
 impl EtcdRegistry {
-    /// Connect and list the registrations (and naming records, with `naming_prefix`). Fails
-    /// when etcd cannot be reached.
+    /// Connect, open the lease keep-alive stream, and list the registrations (and naming
+    /// records, with `naming_prefix`). Fails when etcd cannot be reached.
     pub async fn open(
         endpoints: Vec<String>,
         naming_prefix: Option<String>,
@@ -71,6 +80,13 @@ impl EtcdRegistry {
         let client = connect(&endpoints).await?;
         let (changes, _) = watch::channel(Arc::new(Vec::new()));
         let naming_prefix = naming_prefix.map(|p| format!("{}/", p.trim_end_matches('/')));
+        let keeper = LeaseKeeper::new(client.clone());
+        let first_stream = keeper.open().await.map_err(|message| {
+            unreachable(
+                &endpoints,
+                format!("cannot open the lease keep-alive stream: {message}"),
+            )
+        })?;
         let registry = Self {
             client,
             endpoints,
@@ -79,6 +95,8 @@ impl EtcdRegistry {
             revisions: Mutex::default(),
             by_key: Mutex::default(),
             broken: Mutex::default(),
+            keeper,
+            first_stream: Mutex::new(Some(first_stream)),
         };
         for prefix in registry.prefixes() {
             registry
@@ -142,20 +160,16 @@ impl EtcdRegistry {
         Ok(format!("{:x}", lease.id()))
     }
 
-    /// Renew the lease behind `id` once. `Ok(false)`: it expired or never existed.
+    /// Renew the lease behind `id` once, on the shared keep-alive stream. `Ok(false)`: it
+    /// expired or never existed.
     pub async fn heartbeat(&self, id: &str) -> Result<bool, RegistryError> {
         let Some(lease) = lease_of(id) else {
             return Ok(false);
         };
-        let mut client = self.client.clone();
-        // The client sends one keep-alive and reads its answer before handing back the stream;
-        // an answer with TTL 0 (no such lease) comes back as this error.
-        let renew = client.lease_keep_alive(lease);
-        match tokio::time::timeout(super::REQUEST_TIMEOUT, renew).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-            Ok(Err(e)) => Err(self.lost(e.to_string())),
-            Err(_) => Err(self.lost("no answer in time".into())),
+        match self.keeper.renew(lease).await {
+            Ok(()) => Ok(true),
+            Err(RenewError::Gone) => Ok(false),
+            Err(RenewError::Down(why)) => Err(self.lost(why)),
         }
     }
 
@@ -175,13 +189,18 @@ impl EtcdRegistry {
         }
     }
 
-    /// Follow changes until the task is dropped; reconnects with backoff.
+    /// Follow changes and keep the lease keep-alive stream open, until the task is dropped;
+    /// reconnects with backoff.
     pub async fn watch(self: Arc<Self>) {
         let follows = self
             .prefixes()
             .into_iter()
             .map(|prefix| self.follow(prefix));
-        futures::future::join_all(follows).await;
+        let first_stream = lock(&self.first_stream).take();
+        tokio::join!(
+            futures::future::join_all(follows),
+            self.keeper.run(first_stream)
+        );
     }
 
     /// Watch one prefix for as long as the task lives.
@@ -205,36 +224,74 @@ impl EtcdRegistry {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let mut client = self.client.clone();
         let mut stream = bounded(client.watch(prefix, Some(options))).await?;
-        while let Some(response) = stream.message().await.map_err(|e| e.to_string())? {
+        let mut unpublished = false;
+        let result = self
+            .follow_stream(prefix, &mut stream, &mut unpublished)
+            .await;
+        if unpublished {
+            self.publish();
+        }
+        result
+    }
+
+    /// Apply each watch response as it comes; publish when [`PUBLISH_EVERY`] has passed since
+    /// the last publication, or once the stream is quiet for that long.
+    async fn follow_stream(
+        &self,
+        prefix: &str,
+        stream: &mut etcd_client::WatchStream,
+        unpublished: &mut bool,
+    ) -> Result<(), String> {
+        let mut published = tokio::time::Instant::now();
+        loop {
+            let next = tokio::select! {
+                // `message` is cancel-safe: a response half read stays in the stream.
+                next = stream.message() => next.map_err(|e| e.to_string())?,
+                _ = tokio::time::sleep_until(published + PUBLISH_EVERY), if *unpublished => {
+                    self.publish();
+                    (*unpublished, published) = (false, tokio::time::Instant::now());
+                    continue;
+                }
+            };
+            let Some(response) = next else { return Ok(()) };
             if response.compact_revision() > 0 {
-                tracing::warn!(from, %prefix, "registry revisions compacted; listing again");
+                tracing::warn!(%prefix, "registry revisions compacted; listing again");
+                *unpublished = false; // the listing publishes
                 return self.relist(prefix).await;
             }
             if response.canceled() {
                 return Err(format!("watch canceled: {}", response.cancel_reason()));
             }
-            if response.events().is_empty() {
-                continue;
+            if self.apply(prefix, response.events()) {
+                *unpublished = true;
             }
-            let mut latest = 0;
-            {
-                let mut by_key = lock(&self.by_key);
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    latest = latest.max(kv.mod_revision());
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    by_key.remove(&key);
-                    lock(&self.broken).remove(&key);
-                    if event.event_type() == EventType::Put {
-                        if let Some(registration) = self.read(kv) {
-                            by_key.insert(key, registration);
-                        }
+            if *unpublished && published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                (*unpublished, published) = (false, tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Apply watch events to what is known; whether there were any.
+    fn apply(&self, prefix: &str, events: &[etcd_client::Event]) -> bool {
+        let mut latest = 0;
+        {
+            let mut by_key = lock(&self.by_key);
+            for event in events {
+                let Some(kv) = event.kv() else { continue };
+                latest = latest.max(kv.mod_revision());
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                by_key.remove(&key);
+                lock(&self.broken).remove(&key);
+                if event.event_type() == EventType::Put {
+                    if let Some(registration) = self.read(kv) {
+                        by_key.insert(key, registration);
                     }
                 }
             }
-            self.publish(prefix, latest);
         }
-        Ok(())
+        self.seen(prefix, latest);
+        !events.is_empty()
     }
 
     /// Read `prefix` whole and replace what is known under it.
@@ -260,7 +317,8 @@ impl EtcdRegistry {
             by_key.retain(|key, _| !key.starts_with(prefix));
             by_key.extend(entries);
         }
-        self.publish(prefix, revision);
+        self.publish();
+        self.seen(prefix, revision);
         Ok(())
     }
 
@@ -292,7 +350,7 @@ impl EtcdRegistry {
             .collect()
     }
 
-    fn publish(&self, prefix: &str, revision: i64) {
+    fn publish(&self) {
         let all: Vec<Registration> = lock(&self.by_key).values().cloned().collect();
         self.changes.send_if_modified(|current| {
             let changed = **current != all;
@@ -301,6 +359,10 @@ impl EtcdRegistry {
             }
             changed
         });
+    }
+
+    /// Record that `prefix` is known up to `revision` (a reconnect resumes after it).
+    fn seen(&self, prefix: &str, revision: i64) {
         let mut revisions = lock(&self.revisions);
         let seen = revisions.entry(prefix.to_string()).or_default();
         *seen = (*seen).max(revision);
