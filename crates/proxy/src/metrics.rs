@@ -164,6 +164,27 @@ impl ProxyMetrics {
     }
 }
 
+impl AccessEntry {
+    /// What the access log needs of a request, read when it arrives.
+    pub fn new(
+        req: &impl crate::http::select::RequestView,
+        protocol: &'static str,
+        peer: std::net::SocketAddr,
+    ) -> Self {
+        Self {
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            method: req.method().to_string(),
+            authority: req.authority().to_string(),
+            path: req.path_and_query().to_string(),
+            protocol,
+            peer: peer.to_string(),
+        }
+    }
+}
+
 /// What the access log says of a request besides its labels.
 #[derive(Debug, Clone)]
 pub struct AccessEntry {

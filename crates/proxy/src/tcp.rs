@@ -2,11 +2,12 @@
 //! endpoint of one of the listener's weighted clusters. A failed connect is retried on other
 //! endpoints (up to three in all) and counts against the endpoint for outlier detection.
 
+use crate::http::forward::record_outlier;
 use crate::http::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::TcpRoute;
 use crate::upstream::balance;
-use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
+use crate::upstream::outlier::{now_ms, Outcome};
 use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,17 +37,7 @@ pub async fn serve(
         let connected =
             tokio::time::timeout(spec.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
         let Ok(Ok(mut upstream)) = connected else {
-            if let Some(outlier) = &spec.outlier {
-                let now = now_ms();
-                endpoint.health.record(Outcome::LocalFailure, outlier, || {
-                    let ejected = state
-                        .endpoints
-                        .values()
-                        .filter(|e| e.health.is_ejected(now))
-                        .count();
-                    room_to_eject(ejected, state.endpoints.len(), outlier.max_ejection_percent)
-                });
-            }
+            record_outlier(spec, &state, &endpoint, Outcome::LocalFailure);
             tried.push(addr);
             continue;
         };

@@ -268,7 +268,7 @@ async fn handle(
     let start = Instant::now();
     let mut labels = RequestLabels::new(ctx.direction);
     if core.metrics.access_log {
-        labels.access = Some(Box::new(access_entry(req)));
+        labels.access = Some(Box::new(AccessEntry::new(&req.view, "HTTP/1.1", req.peer)));
     }
     let reply = match route {
         None => Reply::Local(LocalReply::new(
@@ -622,19 +622,4 @@ async fn relay(
         pool::checkin(addr, conn);
     }
     !close
-}
-
-fn access_entry(req: &Request<'_>) -> AccessEntry {
-    let v = &req.view;
-    AccessEntry {
-        start_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0),
-        method: v.method().to_string(),
-        authority: v.authority().to_string(),
-        path: v.path_and_query().to_string(),
-        protocol: "HTTP/1.1",
-        peer: req.peer.to_string(),
-    }
 }

@@ -85,7 +85,7 @@ impl ProxyCore {
     pub async fn handle(
         self: Arc<Self>,
         ctx: Arc<ListenerCtx>,
-        req: Request<hyper::body::Incoming>,
+        mut req: Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -93,7 +93,16 @@ impl ProxyCore {
         let table = self.table.load_full();
         let mut labels = RequestLabels::new(ctx.direction);
         if self.metrics.access_log {
-            labels.access = Some(Box::new(access_entry(&req, peer)));
+            let (parts, body) = req.into_parts();
+            let protocol = match parts.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            };
+            labels.access = Some(Box::new(crate::metrics::AccessEntry::new(
+                &parts, protocol, peer,
+            )));
+            req = Request::from_parts(parts, body);
         }
         let response = self.route(&table, &ctx, req, peer, grpc, &mut labels).await;
         self.metrics.observe(labels, start, response, grpc)
@@ -225,37 +234,6 @@ fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut http::request::
     }
     if let Some(host) = &f.host_rewrite {
         parts.headers.insert(http::header::HOST, host.clone());
-    }
-}
-
-fn access_entry(
-    req: &Request<hyper::body::Incoming>,
-    peer: SocketAddr,
-) -> crate::metrics::AccessEntry {
-    let authority = req.uri().authority().map(|a| a.to_string()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
-    crate::metrics::AccessEntry {
-        start_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0),
-        method: req.method().to_string(),
-        authority: authority.unwrap_or_default(),
-        path: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        protocol: match req.version() {
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_2 => "HTTP/2",
-            _ => "HTTP/1.1",
-        },
-        peer: peer.to_string(),
     }
 }
 
