@@ -7,6 +7,7 @@
 //! workflows inside pilot and write these objects to the store is planned, not built; nothing
 //! here applies anything.
 
+pub mod analysis;
 mod objects;
 mod plan;
 #[cfg(test)]
