@@ -11,7 +11,7 @@ pub enum Resource {
     Endpoints,
 }
 
-const CONFIG_NAMES: [(Kind, &[&str]); 4] = [
+const CONFIG_NAMES: [(Kind, &[&str]); 6] = [
     (
         Kind::VirtualService,
         &["virtualservices", "virtualservice", "vs"],
@@ -25,11 +25,17 @@ const CONFIG_NAMES: [(Kind, &[&str]); 4] = [
         &["serviceentries", "serviceentry", "se"],
     ),
     (Kind::Gateway, &["gateways", "gateway", "gw"]),
+    (
+        Kind::Application,
+        &["applications", "application", "app", "apps"],
+    ),
+    (Kind::Rollout, &["rollouts", "rollout", "ro"]),
 ];
 
 /// Every accepted name, for error messages.
 pub const KNOWN: &str = "virtualservices (vs), destinationrules (dr), serviceentries (se), \
-                         gateways (gw), services (svc), endpoints (ep)";
+                         gateways (gw), applications (app), rollouts (ro), services (svc), \
+                         endpoints (ep)";
 
 pub fn parse(name: &str) -> Result<Resource, String> {
     let lower = name.to_lowercase();
@@ -50,7 +56,7 @@ pub fn parse_config(name: &str) -> Result<Kind, String> {
     match parse(name)? {
         Resource::Config(kind) => Ok(kind),
         _ => Err(format!(
-            "{name:?} comes from the registry, not the config store; one of virtualservices, destinationrules, serviceentries, gateways"
+            "{name:?} comes from the registry, not the config store; one of virtualservices, destinationrules, serviceentries, gateways, applications, rollouts"
         )),
     }
 }

@@ -223,26 +223,6 @@ fn validate_accepts_the_release_example_and_rejects_broken_applications() {
         );
         assert_eq!(stderr, expected);
     }
-
-    // pilot's store does not take Applications until the controller that runs them exists.
-    let out = Command::new(BIN)
-        .args([
-            "pilot",
-            "--config-dir",
-            release.to_str().unwrap(),
-            "--xds-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("Application default/reviews: pilot does not take Applications yet"),
-        "{stderr}"
-    );
 }
 
 #[test]

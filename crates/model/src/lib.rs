@@ -13,6 +13,7 @@ pub mod istio;
 pub mod oam;
 pub mod object;
 pub mod parse;
+pub mod rollout;
 pub mod validate;
 
 pub use duration::Duration;
@@ -20,4 +21,5 @@ pub use error::ModelError;
 pub use oam::Application;
 pub use object::{ConfigSet, Kind, Object, ObjectMeta, Origin, Resource, Spec};
 pub use parse::{parse_documents, parse_str, Parsed};
+pub use rollout::{RolloutPhase, RolloutStatus};
 pub use validate::{build_config_set, validate_applications};

@@ -281,3 +281,80 @@ pub struct ErrorRateThreshold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rise_from_baseline: Option<f64>,
 }
+
+// === impl ApplicationSpec ===
+
+impl ApplicationSpec {
+    /// The spec in KubeVela's shape (components with `type` and `properties`, traits, workflow
+    /// steps), which parsing reads back to an equal spec: how a stored Application is written.
+    pub fn to_json(&self) -> serde_json::Value {
+        let value =
+            |v: Result<serde_json::Value, serde_json::Error>| v.unwrap_or(serde_json::Value::Null);
+        let components: Vec<serde_json::Value> = self
+            .components
+            .iter()
+            .map(|c| {
+                let traits: Vec<serde_json::Value> = c
+                    .traits
+                    .iter()
+                    .map(|t| match t {
+                        Trait::CanaryTraffic(canary) => serde_json::json!({
+                            "type": "canary-traffic",
+                            "properties": value(serde_json::to_value(canary)),
+                        }),
+                    })
+                    .collect();
+                let mut component = serde_json::json!({
+                    "name": c.name,
+                    "type": "webservice",
+                    "properties": value(serde_json::to_value(&c.properties)),
+                });
+                if !traits.is_empty() {
+                    component["traits"] = serde_json::Value::Array(traits);
+                }
+                component
+            })
+            .collect();
+        let steps: Vec<serde_json::Value> = self
+            .workflow
+            .iter()
+            .map(|step| {
+                let properties = match &step.action {
+                    StepAction::Weight(w) => Some(value(serde_json::to_value(w))),
+                    StepAction::Content(c) => Some(value(serde_json::to_value(c))),
+                    StepAction::Suspend(s) => Some(value(serde_json::to_value(s))),
+                    StepAction::Analysis(a) => Some(value(serde_json::to_value(a))),
+                    StepAction::Promote | StepAction::Rollback => None,
+                };
+                let mut out =
+                    serde_json::json!({"name": step.name, "type": step.action.type_name()});
+                if let Some(p) = properties {
+                    out["properties"] = p;
+                }
+                out
+            })
+            .collect();
+        serde_json::json!({"components": components, "workflow": {"steps": steps}})
+    }
+}
+
+impl Application {
+    /// The Application as a stored object (kind `Application`).
+    pub fn into_object(self) -> crate::Object {
+        crate::Object {
+            api_version: OAM_API_VERSION.to_string(),
+            meta: self.meta,
+            spec: crate::Spec::Application(self.spec),
+            origin: self.origin,
+        }
+    }
+
+    /// The Application a stored one holds.
+    pub fn from_resource(resource: &crate::Resource<ApplicationSpec>) -> Self {
+        Self {
+            meta: resource.meta.clone(),
+            spec: resource.spec.clone(),
+            origin: resource.origin.clone(),
+        }
+    }
+}

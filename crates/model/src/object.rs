@@ -1,6 +1,8 @@
 //! The envelope every object comes in (apiVersion, kind, metadata, spec) and the validated set.
 
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use crate::oam::{ApplicationSpec, OAM_API_VERSION};
+use crate::rollout::{RolloutStatus, ROLLOUT_API_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,14 +22,20 @@ pub enum Kind {
     DestinationRule,
     ServiceEntry,
     Gateway,
+    /// An OAM Application: a gray release, run by the release controller.
+    Application,
+    /// Where an Application's rollout stands, written by the release controller.
+    Rollout,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
         Kind::Gateway,
+        Kind::Application,
+        Kind::Rollout,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -36,6 +44,17 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Gateway => "Gateway",
+            Kind::Application => "Application",
+            Kind::Rollout => "Rollout",
+        }
+    }
+
+    /// The apiVersions an object of this kind may be written with, newest first.
+    pub fn api_versions(&self) -> &'static [&'static str] {
+        match self {
+            Kind::Application => &[OAM_API_VERSION],
+            Kind::Rollout => &[ROLLOUT_API_VERSION],
+            _ => ISTIO_API_VERSIONS,
         }
     }
 
@@ -84,6 +103,8 @@ pub enum Spec {
     DestinationRule(DestinationRule),
     ServiceEntry(ServiceEntry),
     Gateway(Gateway),
+    Application(ApplicationSpec),
+    Rollout(RolloutStatus),
 }
 
 impl Spec {
@@ -93,6 +114,8 @@ impl Spec {
             Spec::DestinationRule(_) => Kind::DestinationRule,
             Spec::ServiceEntry(_) => Kind::ServiceEntry,
             Spec::Gateway(_) => Kind::Gateway,
+            Spec::Application(_) => Kind::Application,
+            Spec::Rollout(_) => Kind::Rollout,
         }
     }
 }
@@ -123,6 +146,8 @@ impl Object {
             Spec::DestinationRule(s) => serde_json::to_value(s),
             Spec::ServiceEntry(s) => serde_json::to_value(s),
             Spec::Gateway(s) => serde_json::to_value(s),
+            Spec::Application(s) => Ok(s.to_json()),
+            Spec::Rollout(s) => serde_json::to_value(s),
         }
         .unwrap_or(serde_json::Value::Null);
         serde_json::json!({
@@ -152,6 +177,9 @@ pub struct ConfigSet {
     pub destination_rules: Vec<Resource<DestinationRule>>,
     pub service_entries: Vec<Resource<ServiceEntry>>,
     pub gateways: Vec<Resource<Gateway>>,
+    /// Gray releases, validated on their own (the objects they generate are ordinary ones).
+    pub applications: Vec<Resource<ApplicationSpec>>,
+    pub rollouts: Vec<Resource<RolloutStatus>>,
     /// Hosts declared by ServiceEntries, built on first use (host resolution is on every hot
     /// path of translation).
     declared_hosts: DeclaredHosts,
@@ -180,6 +208,8 @@ impl ConfigSet {
             + self.destination_rules.len()
             + self.service_entries.len()
             + self.gateways.len()
+            + self.applications.len()
+            + self.rollouts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -187,34 +217,42 @@ impl ConfigSet {
     }
 
     /// Number of objects per kind, for metrics.
-    pub fn counts(&self) -> [(Kind, usize); 4] {
+    pub fn counts(&self) -> [(Kind, usize); 6] {
         [
             (Kind::VirtualService, self.virtual_services.len()),
             (Kind::DestinationRule, self.destination_rules.len()),
             (Kind::ServiceEntry, self.service_entries.len()),
             (Kind::Gateway, self.gateways.len()),
+            (Kind::Application, self.applications.len()),
+            (Kind::Rollout, self.rollouts.len()),
         ]
     }
 
     /// Every object of the set as an [`Object`] (kinds in [`Kind::ALL`] order, each sorted by
     /// namespace and name), e.g. to list them or to merge them with objects being applied.
-    /// A `Resource` does not keep the apiVersion it was written with: objects get the newest one.
+    /// A `Resource` does not keep the apiVersion it was written with: objects get the newest one
+    /// of their kind.
     pub fn objects(&self) -> Vec<Object> {
         fn wrap<T: Clone>(
             resources: &[Resource<T>],
             spec: fn(T) -> Spec,
         ) -> impl Iterator<Item = Object> + '_ {
-            resources.iter().map(move |r| Object {
-                api_version: ISTIO_API_VERSIONS[0].to_string(),
-                meta: r.meta.clone(),
-                spec: spec(r.spec.clone()),
-                origin: r.origin.clone(),
+            resources.iter().map(move |r| {
+                let spec = spec(r.spec.clone());
+                Object {
+                    api_version: spec.kind().api_versions()[0].to_string(),
+                    meta: r.meta.clone(),
+                    spec,
+                    origin: r.origin.clone(),
+                }
             })
         }
         wrap(&self.virtual_services, Spec::VirtualService)
             .chain(wrap(&self.destination_rules, Spec::DestinationRule))
             .chain(wrap(&self.service_entries, Spec::ServiceEntry))
             .chain(wrap(&self.gateways, Spec::Gateway))
+            .chain(wrap(&self.applications, Spec::Application))
+            .chain(wrap(&self.rollouts, Spec::Rollout))
             .collect()
     }
 

@@ -24,33 +24,26 @@ struct Document {
     value: Value,
 }
 
-/// Everything one text holds: Istio objects and OAM Applications.
+/// Everything one text holds: Istio objects (and Rollouts), and OAM Applications apart.
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub objects: Vec<Object>,
     pub applications: Vec<Application>,
 }
 
-/// Parse every Istio object in `text`, read from `file` (the name is only used in errors and
-/// origins). An OAM Application is an error here: pilot's store does not take them until the
-/// release controller that runs them exists; [`parse_documents`] reads them.
+/// Parse every object in `text`, read from `file` (the name is only used in errors and
+/// origins): Istio objects, OAM Applications and Rollouts, all as [`Object`]s, the way stores
+/// hold them.
 pub fn parse_str(file: &str, text: &str) -> Result<Vec<Object>, Vec<ModelError>> {
     let parsed = parse_documents(file, text)?;
-    if parsed.applications.is_empty() {
-        return Ok(parsed.objects);
-    }
-    Err(parsed
-        .applications
-        .iter()
-        .map(|app| ModelError {
-            file: file.to_string(),
-            object: Some(app.display_name()),
-            field: None,
-            message: "pilot does not take Applications yet: the release controller that would \
-                      run them is planned; check the file with `graymesh validate -f`"
-                .to_string(),
-        })
-        .collect())
+    let mut objects = parsed.objects;
+    objects.extend(
+        parsed
+            .applications
+            .into_iter()
+            .map(Application::into_object),
+    );
+    Ok(objects)
 }
 
 /// Parse every object in `text`, Istio objects and OAM Applications alike.

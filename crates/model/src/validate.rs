@@ -67,6 +67,17 @@ fn check_object(object: &Object, errors: &mut Vec<ModelError>) {
         Spec::DestinationRule(dr) => destination_rule::check(&mut findings, dr),
         Spec::ServiceEntry(se) => service_entry::check(&mut findings, se),
         Spec::Gateway(gw) => gateway::check(&mut findings, gw),
+        Spec::Application(spec) => {
+            let app = crate::oam::Application {
+                meta: object.meta.clone(),
+                spec: spec.clone(),
+                origin: object.origin.clone(),
+            };
+            application::check(&mut findings, &app)
+        }
+        // Written by the release controller; its shape was checked when it was parsed, and
+        // what it refers to is the controller's to reconcile.
+        Spec::Rollout(_) => {}
     }
 }
 
@@ -121,12 +132,16 @@ fn assemble(objects: Vec<Object>) -> ConfigSet {
             }
             Spec::ServiceEntry(spec) => set.service_entries.push(Resource { meta, origin, spec }),
             Spec::Gateway(spec) => set.gateways.push(Resource { meta, origin, spec }),
+            Spec::Application(spec) => set.applications.push(Resource { meta, origin, spec }),
+            Spec::Rollout(spec) => set.rollouts.push(Resource { meta, origin, spec }),
         }
     }
     sort_by_name(&mut set.virtual_services);
     sort_by_name(&mut set.destination_rules);
     sort_by_name(&mut set.service_entries);
     sort_by_name(&mut set.gateways);
+    sort_by_name(&mut set.applications);
+    sort_by_name(&mut set.rollouts);
     set
 }
 

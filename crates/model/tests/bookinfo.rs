@@ -51,6 +51,8 @@ fn bookinfo_is_valid_with_the_expected_objects() {
             (Kind::DestinationRule, 4),
             (Kind::ServiceEntry, 4),
             (Kind::Gateway, 1),
+            (Kind::Application, 0),
+            (Kind::Rollout, 0),
         ]
     );
     let names: Vec<_> = set

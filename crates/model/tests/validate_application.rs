@@ -116,13 +116,23 @@ fn json_is_read_like_yaml() {
 }
 
 #[test]
-fn pilot_parsing_refuses_applications_until_the_controller_exists() {
-    let errors = parse_str("app.yaml", VALID).unwrap_err();
-    assert_eq!(errors.len(), 1);
-    assert_eq!(
-        errors[0].to_string(),
-        format!("{WHERE}: pilot does not take Applications yet: the release controller that would run them is planned; check the file with `graymesh validate -f`")
-    );
+fn stores_read_an_application_as_an_object_that_round_trips_through_json() {
+    let objects = parse_str("app.yaml", VALID).unwrap();
+    assert_eq!(objects.len(), 1);
+    let object = &objects[0];
+    assert_eq!(object.kind(), graymesh_model::Kind::Application);
+    assert_eq!(object.api_version, "core.oam.dev/v1beta1");
+    let json = object.to_json();
+    assert_eq!(json["kind"], "Application");
+    assert_eq!(json["spec"]["components"][0]["type"], "webservice");
+    let again = parse_str("again.json", &json.to_string()).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].meta, object.meta);
+    assert_eq!(again[0].spec, object.spec);
+    // and the set validates it with the Application checks
+    let set = graymesh_model::build_config_set(objects).unwrap();
+    assert_eq!(set.applications.len(), 1);
+    assert_eq!(set.objects()[0].to_json(), json);
 }
 
 /// (what is broken, from, to, the one expected error after `WHERE: `).

@@ -234,8 +234,11 @@ fn read_object(place: &Place, value: Value) -> Result<Object, Vec<ModelError>> {
         ]);
     };
     let mut problems = unknown_fields(&map, ENVELOPE_FIELDS);
-    let api_version = keep(read_api_version(map.remove("apiVersion")), &mut problems);
     let kind = keep(read_kind(map.remove("kind")), &mut problems);
+    let api_version = keep(
+        read_api_version(kind, map.remove("apiVersion")),
+        &mut problems,
+    );
     let metadata = map.remove("metadata");
     let label = object_label(kind, metadata.as_ref(), place.document);
     let meta = keep(read_metadata(metadata), &mut problems);
@@ -301,10 +304,12 @@ fn unknown_fields(map: &Map<String, Value>, expected: &[&str]) -> Vec<Problem> {
         .collect()
 }
 
-fn read_api_version(value: Option<Value>) -> Result<String, Problem> {
-    let expected = ISTIO_API_VERSIONS.join(", ");
+/// The apiVersions of `kind` (Istio's when the kind could not be read).
+fn read_api_version(kind: Option<Kind>, value: Option<Value>) -> Result<String, Problem> {
+    let accepted = kind.map_or(ISTIO_API_VERSIONS, |k| k.api_versions());
+    let expected = accepted.join(", ");
     match value {
-        Some(Value::String(v)) if ISTIO_API_VERSIONS.contains(&v.as_str()) => Ok(v),
+        Some(Value::String(v)) if accepted.contains(&v.as_str()) => Ok(v),
         Some(other) => Err(Problem::new(
             "apiVersion",
             format!("unsupported apiVersion {other}; expected one of {expected}"),
@@ -372,6 +377,13 @@ fn read_spec(kind: Kind, value: Option<Value>) -> Result<Spec, Problem> {
         Kind::DestinationRule => Spec::DestinationRule(typed(value, "spec")?),
         Kind::ServiceEntry => Spec::ServiceEntry(typed(value, "spec")?),
         Kind::Gateway => Spec::Gateway(typed(value, "spec")?),
+        Kind::Rollout => Spec::Rollout(typed(value, "spec")?),
+        // `read_item` sends every Application to `read_application`, which reads the spec in
+        // two passes; this arm only keeps the match whole.
+        Kind::Application => Spec::Application(application::read_spec(value).map_err(|p| {
+            let first = p.into_iter().next();
+            first.unwrap_or_else(|| Problem::new("spec", "cannot be read"))
+        })?),
     })
 }
 

@@ -190,7 +190,7 @@ fn unknown_kind_lists_the_supported_ones() {
     let text = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec: {}\n";
     assert_eq!(
         parse_errors("s.yaml", text),
-        ["s.yaml: document 1: kind: unsupported kind \"Sidecar\"; supported kinds: VirtualService, DestinationRule, ServiceEntry, Gateway"]
+        ["s.yaml: document 1: kind: unsupported kind \"Sidecar\"; supported kinds: VirtualService, DestinationRule, ServiceEntry, Gateway, Application, Rollout"]
     );
 }
 
@@ -209,7 +209,7 @@ fn yaml_syntax_error_gives_line_and_column_after_earlier_documents() {
     assert_eq!(
         parse_errors("bad.yaml", text),
         [
-            "bad.yaml: document 1: kind: unsupported kind \"Nope\"; supported kinds: VirtualService, DestinationRule, ServiceEntry, Gateway",
+            "bad.yaml: document 1: kind: unsupported kind \"Nope\"; supported kinds: VirtualService, DestinationRule, ServiceEntry, Gateway, Application, Rollout",
             "bad.yaml: YAML syntax error: did not find expected ',' or ']' at line 8 column 7, while parsing a flow sequence at line 7 column 10",
         ]
     );

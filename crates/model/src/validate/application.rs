@@ -41,7 +41,7 @@ pub fn validate_applications(apps: &[Application]) -> Result<(), Vec<ModelError>
     }
 }
 
-fn check(f: &mut Findings, app: &Application) {
+pub(super) fn check(f: &mut Findings, app: &Application) {
     if app.meta.name.len() + GENERATED_SUFFIX_LEN > MAX_NAME_LEN {
         let max = MAX_NAME_LEN - GENERATED_SUFFIX_LEN;
         f.error(
