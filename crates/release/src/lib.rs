@@ -8,6 +8,7 @@
 //! here applies anything.
 
 pub mod analysis;
+pub mod controller;
 mod objects;
 mod plan;
 #[cfg(test)]
