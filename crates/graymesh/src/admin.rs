@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use graymesh_release::controller::Controller;
 use graymesh_sources::{ConfigStore, Registration, Registry as InstanceRegistry, RegistryError};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::node::NodeKind;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 mod config_api;
 mod config_metrics;
+mod rollout_api;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -28,6 +30,7 @@ pub struct AdminState {
     status: SyncStatus,
     metrics: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    controller: Controller,
 }
 
 impl AdminState {
@@ -37,6 +40,7 @@ impl AdminState {
         cache: SnapshotCache,
         status: SyncStatus,
         xds: &XdsMetrics,
+        controller: Controller,
     ) -> Self {
         let mut metrics = Registry::default();
         xds.register(&mut metrics);
@@ -48,6 +52,7 @@ impl AdminState {
             status,
             metrics: Arc::new(metrics),
             ready: Arc::default(),
+            controller,
         }
     }
 
@@ -70,6 +75,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
         .route(
             "/v1/config/{kind}/{namespace}/{name}",
             get(config_api::get_one).delete(config_api::delete),
+        )
+        .route("/v1/rollouts", get(rollout_api::list))
+        .route("/v1/rollouts/{namespace}/{name}", get(rollout_api::get_one))
+        .route(
+            "/v1/rollouts/{namespace}/{name}/{command}",
+            post(rollout_api::command),
         )
         .route("/v1/registry/instances", post(register).get(list_instances))
         .route(

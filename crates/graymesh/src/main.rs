@@ -8,6 +8,7 @@ mod kinds;
 mod pilot;
 mod proxy;
 mod proxy_status;
+mod rollout_cli;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ enum Command {
     Get(config_cli::GetArgs),
     /// Delete one object through pilot.
     Delete(config_cli::DeleteArgs),
+    /// Follow and steer gray releases: list, status [--watch|--wait], resume, pause, promote, rollback.
+    Rollout(rollout_cli::RolloutArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => run_async(config_cli::apply(args)),
         Command::Get(args) => run_async(config_cli::get(args)),
         Command::Delete(args) => run_async(config_cli::delete(args)),
+        Command::Rollout(args) => run_async_code(rollout_cli::run(args)),
         Command::Proxy(args) => {
             init_logging();
             proxy::run(*args)
@@ -81,6 +85,27 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Like [`run_async`], for commands whose success has several exit codes.
+fn run_async_code(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
         }
     }
 }

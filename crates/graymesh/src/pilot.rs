@@ -5,6 +5,9 @@ use crate::admin::{self, AdminState};
 use anyhow::Context as _;
 use clap::Args;
 use graymesh_model::ConfigSet;
+use graymesh_release::analysis::{MetricsSource, StatsFuture, VersionRef};
+use graymesh_release::controller::Controller;
+use graymesh_sources::etcd::leader::Election;
 use graymesh_sources::{
     ConfigState, ConfigStore, DirStore, EmbeddedRegistry, EtcdRegistry, EtcdStore, Registration,
     Registry, RegistrySnapshot,
@@ -16,6 +19,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The release controller's leader lease: a crashed leader is replaced within this.
+const LEADER_TTL: Duration = Duration::from_secs(5);
+
+/// Until pilot aggregates telemetry, analysis steps hold.
+struct NoTelemetry;
+
+impl MetricsSource for NoTelemetry {
+    fn window<'a>(&'a self, _: &'a VersionRef, _: Duration) -> StatsFuture<'a> {
+        Box::pin(async { Err("pilot has no telemetry source yet".to_string()) })
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct PilotArgs {
@@ -69,13 +84,17 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for admin HTTP on {}", args.http_addr))?;
     tracing::info!(xds = %args.xds_addr, http = %args.http_addr, objects = initial.len(), "pilot serving");
 
+    let metrics_source: Arc<dyn MetricsSource> = Arc::new(NoTelemetry);
+    let controller = Controller::new(store.clone(), metrics_source);
     let state = AdminState::new(
         store.clone(),
         registry.clone(),
         cache.clone(),
         status.clone(),
         &xds_metrics,
+        controller.clone(),
     );
+    tokio::spawn(controller.run(leadership(&store, args.http_addr)));
     match &store {
         ConfigStore::Dir(dir) => tokio::spawn(
             dir.clone()
@@ -111,6 +130,23 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
     }
     tracing::info!("pilot stopped");
     Ok(())
+}
+
+/// Whether this pilot runs the release controller: always with a directory store; with etcd,
+/// while it holds the `release-controller` lease (one leader among the replicas).
+fn leadership(store: &ConfigStore, http_addr: SocketAddr) -> watch::Receiver<bool> {
+    match store {
+        ConfigStore::Dir(_) => watch::channel(true).1,
+        ConfigStore::Etcd(etcd) => {
+            let candidate = format!("pilot-{}-{http_addr}", std::process::id());
+            let election =
+                Election::start(etcd.client(), "release-controller", &candidate, LEADER_TTL);
+            let leader = election.subscribe();
+            // The campaign lives as long as the process; its lease lapses when pilot dies.
+            std::mem::forget(election);
+            leader
+        }
+    }
 }
 
 /// The config store the flags ask for, loaded: a directory, or etcd (`--etcd`).

@@ -92,13 +92,15 @@ impl Controller {
     /// channel closes.
     pub async fn run(self, mut leader: watch::Receiver<bool>) {
         let mut config = self.store.subscribe();
+        // A closed leadership channel keeps its last value (a fixed "always leader", say).
+        let mut leader_open = true;
         loop {
             if *leader.borrow_and_update() {
                 self.reconcile_all().await;
             }
             tokio::select! {
                 r = config.changed() => if r.is_err() { return },
-                r = leader.changed() => if r.is_err() { return },
+                r = leader.changed(), if leader_open => leader_open = r.is_ok(),
                 _ = tokio::time::sleep(self.tick) => {}
             }
         }

@@ -13,6 +13,7 @@ mod objects;
 mod plan;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
 pub use objects::{
     Generated, APPLICATION_ANNOTATION, CONTENT_ROUTE, MANAGED_BY_LABEL, MANAGED_BY_VALUE,

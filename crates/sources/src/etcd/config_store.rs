@@ -87,7 +87,7 @@ impl EtcdStore {
         *self.revision.borrow()
     }
 
-    pub(crate) fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         self.client.clone()
     }
 
