@@ -153,3 +153,38 @@ fn without_a_key_the_pick_is_random_by_weight() {
     let lone = route(&[("only", 7)]);
     assert_eq!(pick(&lone, Some(user(1))).name, "only");
 }
+
+fn request(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut builder = http::Request::builder().uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).unwrap().into_parts().0
+}
+
+#[test]
+fn the_key_is_the_first_one_the_request_carries() {
+    use crate::http::select::hash_key;
+    use crate::upstream::balance::hash_ip;
+    let keys = [
+        HashKey::Header("x-user-id".into()),
+        HashKey::Cookie("session".into()),
+        HashKey::Query("uid".into()),
+    ];
+    let peer: std::net::SocketAddr = ([10, 1, 2, 3], 5555).into();
+    let all = request(
+        "/p?x=1&uid=42",
+        &[("x-user-id", "u1"), ("cookie", "a=1; session=s-9; b=2")],
+    );
+    assert_eq!(hash_key(&keys, &all, peer), Some(hash_of(b"u1")));
+    let cookie = request("/p?uid=42", &[("cookie", "a=1; session=s-9; b=2")]);
+    assert_eq!(hash_key(&keys, &cookie, peer), Some(hash_of(b"s-9")));
+    let query = request("/p?x=1&uid=42", &[("cookie", "sessions=no")]);
+    assert_eq!(hash_key(&keys, &query, peer), Some(hash_of(b"42")));
+    let none = request("/p?uidx=1", &[]);
+    assert_eq!(hash_key(&keys, &none, peer), None);
+    // The source address is hashed by its octets, and is always there.
+    let by_ip = [HashKey::SourceIp];
+    assert_eq!(hash_key(&by_ip, &none, peer), Some(hash_ip(peer.ip())));
+    assert_eq!(hash_ip(peer.ip()), fnv1a_64(&[10, 1, 2, 3]));
+}
