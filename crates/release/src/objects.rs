@@ -105,7 +105,8 @@ fn virtual_service(plan: &TrafficPlan<'_>) -> VirtualService {
 /// The split with the old version first and the new one last, whatever order the step listed
 /// them in. The proxy places a sticky user at a fixed point of the cumulative weights walked in
 /// this order, so with the new version last, raising its weight only moves users old → new: a
-/// user in the canary at 5% is still in it at 20%.
+/// user in the canary at 5% is still in it at 20%. One order for every step matters as much: a
+/// step listing the versions the other way round would deal the cohorts anew.
 fn old_first<'s, 'a>(
     split: &'s [(&'a Component, u32)],
     new: &'a Component,

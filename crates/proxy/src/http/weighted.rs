@@ -9,7 +9,9 @@
 //! stay, in every proxy (the hash is stable, see `upstream::stable_hash`). A user is on the last
 //! cluster exactly when `u ≥ 1 − its share`, so raising the last cluster's share only moves users
 //! onto it, never off it: listed last (as the release model lists the new version), a canary's
-//! cohort only grows. Without a key the pick stays random.
+//! cohort only grows. That holds while the order stays from one config to the next: a split that
+//! lists the versions the other way round deals the cohorts anew. Without a key the pick stays
+//! random.
 //!
 //! Runs once per request: it must never allocate or lock.
 

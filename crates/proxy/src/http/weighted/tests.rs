@@ -188,3 +188,14 @@ fn the_key_is_the_first_one_the_request_carries() {
     assert_eq!(hash_key(&by_ip, &none, peer), Some(hash_ip(peer.ip())));
     assert_eq!(hash_ip(peer.ip()), fnv1a_64(&[10, 1, 2, 3]));
 }
+
+#[test]
+fn listing_the_versions_the_other_way_round_deals_the_cohorts_anew() {
+    // Why the release model keeps one order: the same 50/50 weights, listed v1-v2 then v2-v1,
+    // put the same users on opposite versions.
+    let (forward, backward) = (canary(50), route(&[("v2", 50), ("v1", 50)]));
+    let moved = (0..1000)
+        .filter(|i| pick(&forward, Some(user(*i))).name != pick(&backward, Some(user(*i))).name)
+        .count();
+    assert_eq!(moved, 1000);
+}
