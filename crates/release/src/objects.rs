@@ -1,7 +1,7 @@
 //! A [`TrafficPlan`] as the ordinary Istio objects that carry it: one VirtualService (the content
-//! route to the new version first, then the weighted split) and one DestinationRule (a subset
-//! per version, the sticky hash key as `consistentHash`), both named `<application>-release` and
-//! labelled `graymesh.io/managed-by: release`.
+//! route to the new version first, then the weighted split, old version first and new one last)
+//! and one DestinationRule (a subset per version, the sticky hash key as `consistentHash`), both
+//! named `<application>-release` and labelled `graymesh.io/managed-by: release`.
 
 use crate::plan::{ContentMatch, TrafficPlan};
 use graymesh_model::istio::{
@@ -90,9 +90,7 @@ fn virtual_service(plan: &TrafficPlan<'_>) -> VirtualService {
     let weighted = plan.split.len() > 1;
     http.push(HttpRoute {
         name: Some(SPLIT_ROUTE.to_string()),
-        route: plan
-            .split
-            .iter()
+        route: old_first(&plan.split, plan.new)
             .map(|(c, w)| destination(c, weighted.then_some(*w)))
             .collect(),
         ..HttpRoute::default()
@@ -102,6 +100,22 @@ fn virtual_service(plan: &TrafficPlan<'_>) -> VirtualService {
         http,
         ..VirtualService::default()
     }
+}
+
+/// The split with the old version first and the new one last, whatever order the step listed
+/// them in. The proxy places a sticky user at a fixed point of the cumulative weights walked in
+/// this order, so with the new version last, raising its weight only moves users old → new: a
+/// user in the canary at 5% is still in it at 20%. One order for every step matters as much: a
+/// step listing the versions the other way round would deal the cohorts anew.
+fn old_first<'s, 'a>(
+    split: &'s [(&'a Component, u32)],
+    new: &'a Component,
+) -> impl Iterator<Item = &'s (&'a Component, u32)> {
+    let is_new = move |(c, _): &&(&Component, u32)| c.name == new.name;
+    split
+        .iter()
+        .filter(move |d| !is_new(d))
+        .chain(split.iter().filter(move |d| is_new(d)))
 }
 
 fn destination(component: &Component, weight: Option<u32>) -> HttpRouteDestination {

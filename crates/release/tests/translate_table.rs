@@ -204,6 +204,9 @@ fn check_in_pilot(
             "the first route is not the content route to {new_cluster}: {first}"
         ));
     }
+    let sticky = plan.canary.hash_key.is_some();
+    let (old, new) = (cluster(&plan.old.properties.version), new_cluster);
+    check_sticky_split(routes, sticky, &old, &new)?;
     for name in &routed {
         let assignment = json["endpoints"]
             .as_array()
@@ -217,6 +220,41 @@ fn check_in_pilot(
         });
         if endpoints != Some(1) {
             return Err(format!("cluster {name} has {endpoints:?} endpoints, expected the one instance of its version"));
+        }
+    }
+    Ok(())
+}
+
+/// What keeps a sticky cohort monotonic in the proxy: the weighted split lists the old version's
+/// cluster first and the new one's last, and with a hash key every route carries it as its
+/// hash policy (the proxy hashes it to choose the version, not only the endpoint).
+fn check_sticky_split(config: &Value, sticky: bool, old: &str, new: &str) -> Result<(), String> {
+    for route in config["virtual_hosts"][0]["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let action = &route["route"];
+        let has_hash = action["hash_policy"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty());
+        if has_hash != sticky {
+            return Err(format!(
+                "route {}: hash policy {} with a hash key {sticky}",
+                route["name"], action["hash_policy"]
+            ));
+        }
+        let names: Vec<&str> = action["weighted_clusters"]["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        if !names.is_empty() && (names.first() != Some(&old) || names.last() != Some(&new)) {
+            return Err(format!(
+                "route {}: weighted clusters {names:?}, not {old} first and {new} last",
+                route["name"]
+            ));
         }
     }
     Ok(())

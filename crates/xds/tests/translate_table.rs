@@ -49,6 +49,8 @@ const NAMED_CASES: &[&str] = &[
     "gateway-servers-share-port",
     "gateway-namespaced-binding",
     "gateway-server-hosts",
+    "sticky-weighted-split",
+    "sticky-gateway",
 ];
 
 #[test]

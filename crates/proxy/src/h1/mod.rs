@@ -22,6 +22,7 @@ pub use prefixed::Prefixed;
 
 use crate::http::forward::{self, Admission, Failure};
 use crate::http::select::{self, RequestView};
+use crate::http::weighted;
 use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
 use crate::metrics::{AccessEntry, RequestLabels};
@@ -344,14 +345,14 @@ async fn forward<'t>(
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
-    let wc = forward::pick_cluster(f);
+    let hash = select::hash_key(&f.hash, &req.view, req.peer);
+    let wc = weighted::pick(f, hash);
     labels.set_cluster(&wc.name);
     let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
     else {
         let message = format!("cluster {:?} not received yet", wc.name);
         return Reply::Local(LocalReply::new(503, message, "NC"));
     };
-    let hash = select::hash_key(&f.hash, &req.view, req.peer);
     let edits = Edits::new([&route.request_ops, &wc.request_ops]);
     encode::request_head(&mut bufs.out, &req.view, route, f, &edits);
     bufs.out.extend_from_slice(req.body());

@@ -1,11 +1,12 @@
-//! Forwarding a matched request: pick the weighted cluster, then an endpoint, send, and retry
-//! what the route says is retriable, within per-try and overall timeouts and the cluster's
-//! circuit-breaker limits. Mirrors get a copy, fire and forget.
+//! Forwarding a matched request: pick the weighted cluster (`weighted`, sticky by the route's
+//! hash key), then an endpoint, send, and retry what the route says is retriable, within per-try
+//! and overall timeouts and the cluster's circuit-breaker limits. Mirrors get a copy, fire and
+//! forget.
 
 use super::body::{self, local_reply, Body};
 use super::ProxyCore;
 use crate::metrics::RequestLabels;
-use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, WeightedCluster};
+use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState};
 use bytes::Bytes;
@@ -35,7 +36,9 @@ pub async fn forward(
     grpc: bool,
     labels: &mut RequestLabels,
 ) -> Response<Body> {
-    let wc = pick_cluster(f);
+    // The key is read before the cluster's header operations, which could otherwise change it.
+    let hash = super::select::hash_key(&f.hash, &parts, peer);
+    let wc = super::weighted::pick(f, hash);
     labels.set_cluster(&wc.name);
     wc.request_ops.apply(&mut parts.headers);
     let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
@@ -47,7 +50,6 @@ pub async fn forward(
             "NC",
         );
     };
-    let hash = super::select::hash_key(&f.hash, &parts, peer);
     if super::upgrade::is_upgrade(&parts) {
         return Box::pin(super::upgrade::tunnel(core, spec, &state, parts, hash)).await;
     }
@@ -107,20 +109,6 @@ fn timeout_reply(grpc: bool, by_deadline: bool) -> Response<Body> {
         HeaderValue::from(body::GRPC_DEADLINE_EXCEEDED),
     );
     reply
-}
-
-pub(crate) fn pick_cluster(f: &Forward) -> &WeightedCluster {
-    if f.clusters.len() == 1 {
-        return &f.clusters[0];
-    }
-    let mut slot = rand::rng().random_range(0..f.total_weight.max(1));
-    for c in &f.clusters {
-        if slot < c.weight {
-            return c;
-        }
-        slot -= c.weight;
-    }
-    &f.clusters[0]
 }
 
 /// The request body: read ahead (up to `MAX_REPLAY_BODY`) when it must be replayable (retries,

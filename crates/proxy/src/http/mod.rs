@@ -7,6 +7,7 @@ pub(crate) mod forward;
 mod h2pool;
 pub mod select;
 mod upgrade;
+pub mod weighted;
 
 pub use select::route as select_route;
 

@@ -111,7 +111,7 @@ pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> O
     keys.iter().find_map(|k| match k {
         HashKey::Header(name) => req.header(name).map(|v| balance::hash_of(v.as_bytes())),
         HashKey::Cookie(name) => cookie(req, name).map(|v| balance::hash_of(v.as_bytes())),
-        HashKey::SourceIp => Some(balance::hash_of(peer.ip().to_string().as_bytes())),
+        HashKey::SourceIp => Some(balance::hash_ip(peer.ip())),
         HashKey::Query(name) => req.query().and_then(|q| {
             q.split('&').find_map(|kv| {
                 kv.split_once('=')

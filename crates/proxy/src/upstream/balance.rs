@@ -5,11 +5,11 @@
 //! Ejected endpoints are skipped; when every endpoint is ejected all of them are used again
 //! (Envoy's panic mode), since sending somewhere beats failing everything.
 
+use super::stable_hash::{fnv1a_64, fnv1a_64_extend, mix64};
 use super::ClusterState;
 use crate::table::{ClusterSpec, Endpoint, LbPolicy};
 use rand::Rng;
-use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 /// `avoid` lists endpoints a retry already tried: they are skipped while others remain (as
@@ -94,12 +94,14 @@ fn least_request<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
     }
 }
 
+/// Stable hashes on both sides (the key's and the endpoint's), so every proxy with the same
+/// endpoints sends a key to the same one.
 fn rendezvous<'a>(c: &[&'a Endpoint], key: u64) -> &'a Endpoint {
     let score = |e: &Endpoint| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (key, e.addr).hash(&mut h);
+        let endpoint = fnv1a_64_extend(hash_ip(e.addr.ip()), &e.addr.port().to_be_bytes());
+        let h = mix64(key ^ mix64(endpoint));
         // Weighted rendezvous: -w / ln(u), compared without floats' NaN issues.
-        let u = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
         f64::from(e.weight) / -(u.max(f64::MIN_POSITIVE)).ln()
     };
     c.iter()
@@ -108,9 +110,16 @@ fn rendezvous<'a>(c: &[&'a Endpoint], key: u64) -> &'a Endpoint {
         .unwrap_or(c[0])
 }
 
-/// A stable 64-bit hash of a request's hash-policy key.
+/// The hash of a request's hash-policy key (FNV-1a 64): the same in every proxy, on every
+/// machine and build, since it chooses the user's version and endpoint mesh-wide.
 pub fn hash_of(value: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+    fnv1a_64(value)
+}
+
+/// The hash of an address by its octets (4 or 16), without formatting it.
+pub fn hash_ip(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => fnv1a_64(&v4.octets()),
+        IpAddr::V6(v6) => fnv1a_64(&v6.octets()),
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod outlier;
+pub mod stable_hash;
 #[cfg(test)]
 mod tests;
 

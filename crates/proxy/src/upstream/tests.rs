@@ -86,6 +86,24 @@ fn ring_hash_keeps_a_key_on_its_endpoint_when_others_leave() {
 }
 
 #[test]
+fn ring_hash_puts_a_key_on_the_same_endpoint_in_every_build() {
+    // The endpoint a key gets is mesh-wide behaviour (stable hashes, no `DefaultHasher`): every
+    // proxy with these endpoints must agree, whatever its build.
+    let s = spec(LbPolicy::RingHash, 5);
+    let st = state_for(&s);
+    let chosen = |user: &str| pick(&s, &st, Some(balance::hash_of(user.as_bytes())), 0, &[]);
+    assert_eq!(
+        chosen("user-1"),
+        Some(SocketAddr::from(([10, 0, 0, 5], 80)))
+    );
+    assert_eq!(
+        chosen("user-2"),
+        Some(SocketAddr::from(([10, 0, 0, 2], 80)))
+    );
+    assert_eq!(chosen("alice"), Some(SocketAddr::from(([10, 0, 0, 3], 80))));
+}
+
+#[test]
 fn retries_avoid_endpoints_already_tried_while_others_remain() {
     let s = spec(LbPolicy::RoundRobin, 2);
     let st = state_for(&s);

@@ -91,7 +91,7 @@ fn default_route(ctx: &Context<'_>, host: &str, port: u32) -> Route {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster_name(port, None, host))),
             timeout: Some(pb::duration(std::time::Duration::ZERO)),
             // A consistent-hash DestinationRule needs the hash key on the route even here.
-            hash_policy: hash_policy(ctx, host, None),
+            hash_policy: hash_policy(ctx, host, None).into_iter().collect(),
             retry_policy: retry_policy(&DEFAULT_RETRIES),
             ..Default::default()
         })),
@@ -334,13 +334,7 @@ fn route_action(
             Some(r) => retry_policy(r),
             None => retry_policy(&DEFAULT_RETRIES),
         },
-        hash_policy: live
-            .first()
-            .map(|d| {
-                let host = ctx.config.resolve_host(&d.destination.host, ns);
-                hash_policy(ctx, &host, d.destination.subset.as_deref())
-            })
-            .unwrap_or_default(),
+        hash_policy: destinations_hash_policy(ctx, live, ns),
         ..Default::default()
     };
     if let Some(t) = http.timeout {
@@ -453,21 +447,38 @@ pub(super) fn destination_cluster(
     cluster_name(dest_port, d.subset.as_deref(), &host)
 }
 
+/// The hash keys of every destination of a route, each once, in the destinations' order. A
+/// weighted route needs them as much as a single-destination one: besides choosing the endpoint
+/// in a ring-hash cluster, graymesh's proxy hashes the same key to choose among the weighted
+/// clusters, which is what keeps a user on one version through a canary rollout. Asking only the
+/// first destination would miss a key set on another subset alone.
+fn destinations_hash_policy(
+    ctx: &Context<'_>,
+    live: &[&HttpRouteDestination],
+    ns: &str,
+) -> Vec<HashPolicy> {
+    let mut out: Vec<HashPolicy> = Vec::new();
+    for d in live {
+        let host = ctx.config.resolve_host(&d.destination.host, ns);
+        let policy = hash_policy(ctx, &host, d.destination.subset.as_deref());
+        if let Some(policy) = policy.filter(|p| !out.contains(p)) {
+            out.push(policy);
+        }
+    }
+    out
+}
+
 /// Consistent-hash keys live on the route in Envoy, on the DestinationRule in Istio.
-fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Vec<HashPolicy> {
+fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Option<HashPolicy> {
     use route_action::hash_policy::{
         ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
     };
-    let Some(rule) = ctx.destination_rule(host) else {
-        return Vec::new();
-    };
+    let rule = ctx.destination_rule(host)?;
     let own = subset
         .and_then(|s| rule.spec.subsets.iter().find(|x| x.name == s))
         .and_then(|s| s.traffic_policy.as_ref());
     let policy = super::clusters::merge(rule.spec.traffic_policy.as_ref(), own);
-    let Some(h) = policy.load_balancer.and_then(|lb| lb.consistent_hash) else {
-        return Vec::new();
-    };
+    let h = policy.load_balancer.and_then(|lb| lb.consistent_hash)?;
     let spec = if let Some(name) = h.http_header_name {
         PolicySpecifier::Header(Header {
             header_name: name,
@@ -482,13 +493,16 @@ fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Vec<HashP
         })
     } else if let Some(name) = h.http_query_parameter_name {
         PolicySpecifier::QueryParameter(QueryParameter { name })
-    } else {
+    } else if h.use_source_ip == Some(true) {
         PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+    } else {
+        // Validation refuses a consistentHash without a key.
+        return None;
     };
-    vec![HashPolicy {
+    Some(HashPolicy {
         terminal: false,
         policy_specifier: Some(spec),
-    }]
+    })
 }
 
 /// A `headers` block (request and response operations) onto a route's or a weighted cluster's
