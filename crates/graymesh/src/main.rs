@@ -3,6 +3,7 @@
 mod admin;
 mod cli_http;
 mod config_cli;
+mod demo;
 mod gateway;
 mod kinds;
 mod pilot;
@@ -43,6 +44,9 @@ enum Command {
     Get(config_cli::GetArgs),
     /// Delete one object through pilot.
     Delete(config_cli::DeleteArgs),
+    /// Run the whole product on this machine: pilot, two services with v1/v2 behind sidecars,
+    /// traffic, one rollout promoted and one rolled back by analysis.
+    Demo(demo::DemoArgs),
     /// Follow and steer gray releases: list, status [--watch|--wait], resume, pause, promote, rollback.
     Rollout(rollout_cli::RolloutArgs),
 }
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Get(args) => run_async(config_cli::get(args)),
         Command::Delete(args) => run_async(config_cli::delete(args)),
         Command::Rollout(args) => run_async_code(rollout_cli::run(args)),
+        Command::Demo(args) => run_async_code(demo::run(args)),
         Command::Proxy(args) => {
             init_logging();
             proxy::run(*args)
