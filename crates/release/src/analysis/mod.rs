@@ -6,6 +6,12 @@
 //! [`judge`]. A source is either pilot's own aggregation of the proxies' counters (the
 //! embedded default) or a Prometheus server; both answer the same question. Judging is pure.
 
+mod judge;
+#[cfg(test)]
+mod tests;
+
+pub use judge::{judge, Verdict};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
