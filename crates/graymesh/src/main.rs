@@ -10,6 +10,7 @@ mod pilot;
 mod proxy;
 mod proxy_status;
 mod rollout_cli;
+mod telemetry;
 mod validate;
 
 use clap::{Parser, Subcommand};

@@ -74,7 +74,15 @@ pub async fn run(
         None => Resources::default(),
     };
     let store = ConfigStore::new(core.clone(), listeners.clone(), local);
-    let client = XdsClient::new(XdsClientConfig::new(opts.pilots.clone(), node(&opts)))
+    // Bound before the node is announced, so ADMIN_ADDR is the real port even for `:0`.
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin)
+        .await
+        .map_err(|e| format!("cannot bind admin address {}: {e}", opts.admin))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| format!("admin address {}: {e}", opts.admin))?;
+    let node = node(&opts, admin_addr);
+    let client = XdsClient::new(XdsClientConfig::new(opts.pilots.clone(), node))
         .with_handler::<Cluster, _>(CLUSTER, store.clone())
         .with_handler::<ClusterLoadAssignment, _>(ENDPOINT, store.clone())
         .with_handler::<Listener, _>(LISTENER, store.clone())
@@ -83,9 +91,6 @@ pub async fn run(
     tokio::spawn(client.run());
 
     let ready = Arc::new(AtomicBool::new(false));
-    let admin_listener = tokio::net::TcpListener::bind(opts.admin)
-        .await
-        .map_err(|e| format!("cannot bind admin address {}: {e}", opts.admin))?;
     let admin = Admin {
         core: core.clone(),
         store: store.clone(),
@@ -144,8 +149,9 @@ fn string(s: &str) -> Value {
     }
 }
 
-/// The node pilot sees: Istio's metadata keys plus graymesh's explicit ports.
-fn node(opts: &ProxyOptions) -> Node {
+/// The node pilot sees: Istio's metadata keys plus graymesh's explicit ports, and where this
+/// proxy's admin server (and so its `/metrics`) is, for pilot's telemetry scraper.
+fn node(opts: &ProxyOptions, admin: SocketAddr) -> Node {
     let mut labels = std::collections::HashMap::new();
     if let Some(s) = &opts.service {
         labels.insert("app".to_string(), string(s));
@@ -168,6 +174,7 @@ fn node(opts: &ProxyOptions) -> Node {
         "OUTBOUND_ADDR".to_string(),
         string(&opts.outbound.to_string()),
     );
+    fields.insert("ADMIN_ADDR".to_string(), string(&admin.to_string()));
     let ups = opts.upstreams.iter().map(|u| string(u)).collect();
     fields.insert(
         "UPSTREAMS".to_string(),

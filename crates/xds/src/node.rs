@@ -4,6 +4,7 @@
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{value::Kind as PbKind, Struct, Value};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -140,6 +141,19 @@ impl ProxyClass {
     }
 }
 
+/// Where a proxy serves its admin API (node metadata `ADMIN_ADDR`, `ip:port`). An unspecified
+/// IP (`0.0.0.0:15000`, `[::]:15000`) means every interface of the proxy's host, reached at the
+/// IP the stream came from (`peer`, `ip:port`).
+pub fn admin_addr(node: &Node, peer: Option<&str>) -> Option<SocketAddr> {
+    let text = string_field(node.metadata.as_ref()?, "ADMIN_ADDR")?;
+    let addr: SocketAddr = text.trim().parse().ok()?;
+    if !addr.ip().is_unspecified() {
+        return Some(addr);
+    }
+    let peer: SocketAddr = peer?.parse().ok()?;
+    Some(SocketAddr::new(peer.ip(), addr.port()))
+}
+
 /// `reviews:9080=127.0.0.1:19080`
 pub fn parse_upstream(text: &str) -> Option<Upstream> {
     let (target, bind) = text.trim().split_once('=')?;
@@ -264,6 +278,32 @@ mod tests {
             class.labels.get("istio").map(String::as_str),
             Some("ingressgateway")
         );
+    }
+
+    fn with_admin(addr: &str) -> Node {
+        let mut fields = std::collections::HashMap::new();
+        fields.insert("ADMIN_ADDR".to_string(), string(addr));
+        Node {
+            id: "p1".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn admin_addr_is_read_and_an_unspecified_ip_becomes_the_peer_ip() {
+        let peer = Some("127.0.0.7:40000");
+        assert_eq!(
+            admin_addr(&with_admin("127.0.0.2:15000"), peer),
+            Some("127.0.0.2:15000".parse().unwrap())
+        );
+        assert_eq!(
+            admin_addr(&with_admin("0.0.0.0:15000"), peer),
+            Some("127.0.0.7:15000".parse().unwrap())
+        );
+        assert_eq!(admin_addr(&with_admin("0.0.0.0:15000"), None), None);
+        assert_eq!(admin_addr(&with_admin("not an address"), peer), None);
+        assert_eq!(admin_addr(&Node::default(), peer), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::node::{NodeKind, ProxyClass};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,11 +33,24 @@ pub struct ClientSync {
     /// `sotw` or `delta`.
     pub protocol: &'static str,
     pub peer: Option<String>,
+    /// Where the proxy serves its admin API and `/metrics` (node metadata `ADMIN_ADDR`), for
+    /// pilot's telemetry scraper. Kept per stream, not in the [`ProxyClass`]: it does not change
+    /// what the node is sent.
+    pub admin_addr: Option<SocketAddr>,
     pub connected_at_unix: u64,
     /// Keyed by type URL.
     pub types: BTreeMap<String, TypeSync>,
     /// What the node's resources depend on (for config dumps of this node).
     pub class: ProxyClass,
+}
+
+/// A connected proxy's admin server, as pilot's telemetry scraper needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminTarget {
+    pub node_id: String,
+    pub kind: NodeKind,
+    pub namespace: String,
+    pub admin_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +103,27 @@ impl SyncStatus {
             .values()
             .find(|c| c.node_id == node_id)
             .map(|c| c.class.clone())
+    }
+
+    /// The proxies (sidecars and gateways) connected now that announced an admin address, one
+    /// entry per node id (a node with two streams, e.g. reconnecting, is listed once).
+    pub fn admin_targets(&self) -> Vec<AdminTarget> {
+        let mut by_node: BTreeMap<String, AdminTarget> = BTreeMap::new();
+        for c in self.lock().values() {
+            let Some(admin_addr) = c.admin_addr.filter(|_| c.kind.is_proxy()) else {
+                continue;
+            };
+            by_node.insert(
+                c.node_id.clone(),
+                AdminTarget {
+                    node_id: c.node_id.clone(),
+                    kind: c.kind,
+                    namespace: c.namespace.clone(),
+                    admin_addr,
+                },
+            );
+        }
+        by_node.into_values().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -68,6 +68,7 @@ impl AdsServer {
             kind: class.kind,
             namespace: class.namespace.clone(),
             protocol,
+            admin_addr: crate::node::admin_addr(node, peer.as_deref()),
             peer,
             connected_at_unix: 0,
             types: BTreeMap::new(),
