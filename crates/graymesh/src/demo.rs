@@ -392,14 +392,10 @@ impl Demo {
 }
 
 fn step_name(view: &Value, step: Option<u64>) -> String {
-    // The view names only the current step; the decisions carry indexes.
-    match (step, view["step"].as_u64()) {
-        (Some(s), Some(current)) if s == current => {
-            view["stepName"].as_str().unwrap_or("").to_string()
-        }
-        (Some(s), _) => format!("#{s}"),
-        _ => String::new(),
-    }
+    step.and_then(|i| view["stepNames"].get(usize::try_from(i).ok()?))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn traffic_line(traffic: &[Traffic; 2]) -> String {

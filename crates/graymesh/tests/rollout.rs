@@ -447,3 +447,64 @@ async fn a_pilot_killed_mid_rollout_resumes_at_the_same_step_and_the_rollout_is_
 
     assert_no_failures(&load.stop().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_without_traffic_is_held_by_its_analysis_never_promoted() {
+    let m = mesh("rollout-hold").await;
+    let load = Load::start(m.proxy.local);
+    // v2 gets no traffic at all: every check must hold, however long it runs
+    apply(
+        &m.pilot,
+        &m.dir,
+        "    - name: none
+      type: canary-rollout-weight
+      properties: {traffic: [{revision: reviews, weight: 100}, {revision: reviews-v2, weight: 0}]}
+    - name: check
+      type: analysis
+      properties: {interval: 1s, minRequests: 10, maxFailures: 1, successRate: {min: 99}}
+    - name: done
+      type: promote
+",
+    );
+    let start = Instant::now();
+    let view = loop {
+        let view = rollout(&m.pilot).await;
+        if view["analysis"]["held"].as_u64().unwrap_or(0) >= 3 {
+            break view;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no three holds: {view:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (view["phase"].as_str(), view["step"].as_u64()),
+        (Some("Progressing"), Some(1))
+    );
+    assert_eq!(
+        (
+            view["analysis"]["passed"].as_u64(),
+            view["analysis"]["failed"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert!(
+        view["analysis"]["lastVerdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("hold: "),
+        "{view:#}"
+    );
+    let v1 = view["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["version"] == "v1")
+        .unwrap();
+    assert!(
+        v1["requests"].as_u64().unwrap() > 10,
+        "the baseline is measured: {view:#}"
+    );
+    assert_no_failures(&load.stop().await);
+}

@@ -25,6 +25,8 @@ pub struct RolloutView {
     pub steps: usize,
     pub step_name: String,
     pub step_type: String,
+    /// Every step's name, by index (decisions name steps by index).
+    pub step_names: Vec<String>,
     /// The split of requests that match no content rule, by version.
     pub weights: Vec<VersionWeight>,
     /// Requests matching this go to the new version whatever the weights say.
@@ -139,6 +141,7 @@ pub fn view(release: &Release, error: Option<String>, now_ms: u64) -> RolloutVie
         steps: app.spec.workflow.len(),
         step_name: workflow_step.map_or(String::new(), |s| s.name.clone()),
         step_type: workflow_step.map_or(String::new(), |s| s.action.type_name().to_string()),
+        step_names: app.spec.workflow.iter().map(|s| s.name.clone()).collect(),
         weights,
         content_match,
         waiting_for: status.and_then(|s| waiting_for(release, s, now_ms)),

@@ -52,7 +52,7 @@ impl Traffic {
                     n += u64::from(workers);
                     let user = format!("user-{}", n % 1000);
                     let mut headers = vec![("x-user-id", user.as_str())];
-                    if n % 10 == 0 {
+                    if n.is_multiple_of(10) {
                         headers.push(("x-canary", "true"));
                     }
                     let sent_ms = graymesh_release::controller::now_ms();
