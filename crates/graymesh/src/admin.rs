@@ -153,6 +153,7 @@ async fn syncz(State(s): State<AdminState>) -> Json<serde_json::Value> {
         "clients": s.status.clients(),
         "config_errors": errors,
         "registry_errors": s.registry.errors(),
+        "release_controller": {"leading": s.controller.is_leading()},
     }))
 }
 

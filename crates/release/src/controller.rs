@@ -41,6 +41,8 @@ pub struct Controller {
     /// The last write that failed per Application (e.g. a hand-written DestinationRule for the
     /// same host), shown by `rollout status` until a write succeeds.
     errors: Arc<Mutex<BTreeMap<AppKey, String>>>,
+    /// Whether this pilot's loop runs workflows now (it leads).
+    leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -67,6 +69,7 @@ impl Controller {
             metrics,
             tick: DEFAULT_TICK,
             errors: Arc::default(),
+            leading: Arc::default(),
         }
     }
 
@@ -83,6 +86,11 @@ impl Controller {
         &self.metrics
     }
 
+    /// Whether this pilot runs workflows now (the leader, or the only pilot).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The last failed write for an Application, if the latest attempt failed.
     pub fn error(&self, key: &AppKey) -> Option<String> {
         lock(&self.errors).get(key).cloned()
@@ -95,7 +103,15 @@ impl Controller {
         // A closed leadership channel keeps its last value (a fixed "always leader", say).
         let mut leader_open = true;
         loop {
-            if *leader.borrow_and_update() {
+            let leading = *leader.borrow_and_update();
+            if self
+                .leading
+                .swap(leading, std::sync::atomic::Ordering::SeqCst)
+                != leading
+            {
+                tracing::info!(leading, "release controller leadership");
+            }
+            if leading {
                 self.reconcile_all().await;
             }
             tokio::select! {

@@ -94,10 +94,26 @@ impl Pilot {
         http: SocketAddr,
         extra: &[&str],
     ) -> Option<Pilot> {
+        let mut args = vec!["--config-dir".to_string(), dir.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_with(xds, http, &args).await
+    }
+
+    /// Start pilot on etcd (`--etcd endpoint`), on fresh ports, and wait until it is ready.
+    pub async fn start_etcd(endpoint: &str) -> Pilot {
+        for _ in 0..3 {
+            let args = ["--etcd".to_string(), endpoint.to_string()];
+            if let Some(pilot) = Self::start_with(free(), free(), &args).await {
+                return pilot;
+            }
+        }
+        panic!("pilot did not start on etcd {endpoint}");
+    }
+
+    /// `graymesh pilot --xds-addr X --http-addr H ARGS…`, ready; `None` if it exited first.
+    pub async fn start_with(xds: SocketAddr, http: SocketAddr, extra: &[String]) -> Option<Pilot> {
         let mut args: Vec<String> = [
             "pilot",
-            "--config-dir",
-            &dir.display().to_string(),
             "--xds-addr",
             &xds.to_string(),
             "--http-addr",
@@ -105,7 +121,7 @@ impl Pilot {
         ]
         .map(String::from)
         .to_vec();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().cloned());
         let mut process = Process::spawn(&args);
         let client = Http1Client::new().with_timeout(Duration::from_secs(2));
         let start = Instant::now();
@@ -123,6 +139,17 @@ impl Pilot {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
+    }
+
+    /// GET a JSON document from pilot's admin API.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let client = Http1Client::new().with_timeout(Duration::from_secs(5));
+        let reply = client
+            .get(&format!("http://{}{path}", self.http), &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        reply.json().unwrap()
     }
 
     pub fn server(&self) -> String {
