@@ -76,28 +76,19 @@ fn main() -> ExitCode {
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(fut) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on(async { fut.await.map(|()| ExitCode::SUCCESS) }, ExitCode::FAILURE)
 }
 
-/// Like [`run_async`], for commands whose success has several exit codes.
+/// Like [`run_async`], for commands whose success has several exit codes (an error exits 3).
 fn run_async_code(fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    block_on(fut, ExitCode::from(3))
+}
+
+fn block_on(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+    on_error: ExitCode,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -111,7 +102,7 @@ fn run_async_code(fut: impl std::future::Future<Output = anyhow::Result<ExitCode
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            on_error
         }
     }
 }
