@@ -76,7 +76,10 @@ fn main() -> ExitCode {
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     init_logging();
-    block_on(async { fut.await.map(|()| ExitCode::SUCCESS) }, ExitCode::FAILURE)
+    block_on(
+        async { fut.await.map(|()| ExitCode::SUCCESS) },
+        ExitCode::FAILURE,
+    )
 }
 
 /// Like [`run_async`], for commands whose success has several exit codes (an error exits 3).

@@ -3,56 +3,20 @@
 //! `graymesh proxy` registering its app through pilot. A SIGKILLed sidecar's instance is gone
 //! within its TTL + 2 s; live registrations survive an etcd restart; any pilot renews any lease.
 
+mod support;
+
 use graymesh_testkit::{EtcdServer, FakeApp, FakeAppHandle, Http1Client};
 use hyper::Method;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
-const TTL: Duration = Duration::from_secs(3);
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{eventually, free, Process};
 
 fn spawn(args: &[&str]) -> Process {
-    Process(
-        Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    Process::spawn(&args)
 }
 
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+const TTL: Duration = Duration::from_secs(3);
 
 struct Pilot {
     _process: Process,

@@ -4,53 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
 
+mod support;
+
 use graymesh_testkit::{FakeApp, Http1Client};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
-
-fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{eventually, free, Process, BIN};
 
 fn spawn(args: &[String]) -> Process {
-    Process(
-        Command::new(BIN)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    Process::spawn(&args)
 }
 
 /// Lines a process writes to stdout, as they come.
