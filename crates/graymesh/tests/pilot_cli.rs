@@ -167,10 +167,11 @@ fn validate_accepts_the_release_example_and_rejects_broken_applications() {
     );
 
     // Istio objects and Applications validated together: one line each.
+    let services = examples().join("services.yaml");
     let both = run(&[
         "validate",
         "-f",
-        examples().to_str().unwrap(),
+        services.to_str().unwrap(),
         "-f",
         release.to_str().unwrap(),
     ]);
@@ -180,11 +181,29 @@ fn validate_accepts_the_release_example_and_rejects_broken_applications() {
         String::from_utf8_lossy(&both.stderr)
     );
     let stdout = String::from_utf8_lossy(&both.stdout);
-    assert!(stdout.starts_with("valid: 14 objects"), "{stdout}");
+    assert!(
+        stdout.starts_with("valid: 4 objects (4 ServiceEntry)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("\nvalid: Application default/reviews: 8 steps"),
         "{stdout}"
     );
+    // bookinfo routes reviews by hand: the release would compete with it, as pilot would say
+    let clash = run(&[
+        "validate",
+        "-f",
+        examples().to_str().unwrap(),
+        "-f",
+        release.to_str().unwrap(),
+    ]);
+    assert_eq!(clash.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains("DestinationRule default/reviews in "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("competes with them: delete it"), "{stderr}");
 
     let example = std::fs::read_to_string(release.join("reviews-canary.yaml")).unwrap();
     let dir = temp_dir("validate-release");

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub const OAM_API_VERSION: &str = "core.oam.dev/v1beta1";
 pub const APPLICATION_KIND: &str = "Application";
+/// Suffix of the names of the VirtualService and DestinationRule generated for an Application.
+pub const GENERATED_SUFFIX: &str = "-release";
 
 /// One parsed (not yet validated) Application.
 #[derive(Debug, Clone, PartialEq)]

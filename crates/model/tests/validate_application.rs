@@ -369,3 +369,47 @@ fn an_application_in_a_json_list_is_read_and_its_errors_carry_the_item_path() {
         ["list.json: Application default/reviews: items[0].spec.replicas: unknown field `replicas`, expected `components` or `workflow`"]
     );
 }
+
+#[test]
+fn a_hand_written_rule_or_route_for_the_released_host_is_refused_up_front() {
+    let others = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [reviews]
+  gateways: [ingress]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+";
+    let mut objects = parse_str("app.yaml", VALID).unwrap();
+    objects.extend(parse_str("others.yaml", others).unwrap());
+    let errors: Vec<String> = graymesh_model::build_config_set(objects)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let expected = |object: &str, document: usize| {
+        format!("app.yaml: Application default/reviews: spec.components[0].properties.host: host \"reviews.default.svc.cluster.local\" is released by this Application, whose controller writes VirtualService and DestinationRule default/reviews-release for it; {object} in others.yaml (document {document}) competes with them: delete it (the Application's components carry the versions) or release another host")
+    };
+    // the gateway's own route does not compete with the mesh's
+    assert_eq!(
+        errors,
+        [
+            expected("DestinationRule default/reviews", 1),
+            expected("VirtualService default/reviews", 2)
+        ]
+    );
+}

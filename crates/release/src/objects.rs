@@ -22,7 +22,7 @@ pub const APPLICATION_ANNOTATION: &str = "graymesh.io/application";
 /// `promoted`, `rolled-back`).
 pub const STATE_ANNOTATION: &str = "graymesh.io/rollout-state";
 /// Suffix of the generated objects' names.
-pub const NAME_SUFFIX: &str = "-release";
+pub const NAME_SUFFIX: &str = graymesh_model::oam::GENERATED_SUFFIX;
 /// The names of the two routes of the generated VirtualService.
 pub const CONTENT_ROUTE: &str = "release-content";
 pub const SPLIT_ROUTE: &str = "release-split";

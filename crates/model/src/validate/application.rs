@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// The longest suffix the release controller adds to an Application's name for the objects it
 /// generates (`-release`); the name must leave room for it.
-const GENERATED_SUFFIX_LEN: usize = "-release".len();
+const GENERATED_SUFFIX_LEN: usize = crate::oam::GENERATED_SUFFIX.len();
 const MAX_NAME_LEN: usize = 253;
 
 /// Check every Application on its own, then that no two share a namespace and name.

@@ -8,6 +8,7 @@
 use super::describe_origin;
 use crate::error::ModelError;
 use crate::istio::{Destination, DestinationRule, VirtualService};
+use crate::oam::{Application, ApplicationSpec, GENERATED_SUFFIX};
 use crate::object::{ConfigSet, Resource};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +17,64 @@ pub(super) fn check(set: &ConfigSet, errors: &mut Vec<ModelError>) {
     competing_destination_rules(&rules, errors);
     for vs in &set.virtual_services {
         undefined_subsets(set, &rules, vs, errors);
+    }
+    for app in &set.applications {
+        released_host_taken(set, app, errors);
+    }
+}
+
+/// A host being released belongs to its Application's generated `<app>-release` VirtualService
+/// and DestinationRule: a hand-written one for the same host in the same namespace would compete
+/// with them (and the store refuses two DestinationRules for one host), so it is refused here,
+/// up front, rather than when the controller writes its first step.
+fn released_host_taken(
+    set: &ConfigSet,
+    app: &Resource<ApplicationSpec>,
+    errors: &mut Vec<ModelError>,
+) {
+    let app = Application::from_resource(app);
+    let Some((component, canary)) = app.canary_traffic() else {
+        return;
+    };
+    let Some(index) = app
+        .spec
+        .components
+        .iter()
+        .position(|c| c.name == component.name)
+    else {
+        return;
+    };
+    let host = set.resolve_host(&component.properties.host, &app.meta.namespace);
+    let namespace = canary.namespace.as_deref().unwrap_or(&app.meta.namespace);
+    let generated = format!("{}{GENERATED_SUFFIX}", app.meta.name);
+    let ours = |meta: &crate::ObjectMeta| meta.namespace == namespace && meta.name == generated;
+    let rules = set
+        .destination_rules
+        .iter()
+        .filter(|dr| dr.meta.namespace == namespace && !ours(&dr.meta))
+        .filter(|dr| set.resolve_host(&dr.spec.host, &dr.meta.namespace) == host)
+        .map(|dr| (name_of("DestinationRule", dr), describe_origin(&dr.origin)));
+    let services = set
+        .virtual_services
+        .iter()
+        .filter(|vs| vs.meta.namespace == namespace && !ours(&vs.meta) && in_mesh(&vs.spec))
+        .filter(|vs| {
+            vs.spec
+                .hosts
+                .iter()
+                .any(|h| set.resolve_host(h, &vs.meta.namespace) == host)
+        })
+        .map(|vs| (name_of("VirtualService", vs), describe_origin(&vs.origin)));
+    for (object, place) in rules.chain(services) {
+        let message = format!(
+            "host {host:?} is released by this Application, whose controller writes VirtualService and DestinationRule {namespace}/{generated} for it; {object} in {place} competes with them: delete it (the Application's components carry the versions) or release another host"
+        );
+        errors.push(ModelError::in_object(
+            &app.origin.file,
+            app.display_name(),
+            format!("spec.components[{index}].properties.host"),
+            message,
+        ));
     }
 }
 
@@ -163,4 +222,9 @@ fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
 
 fn name_of<T>(kind: &str, resource: &Resource<T>) -> String {
     format!("{kind} {}/{}", resource.meta.namespace, resource.meta.name)
+}
+
+/// Whether a VirtualService applies to sidecars (no `gateways`, or `mesh` among them).
+fn in_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
 }
