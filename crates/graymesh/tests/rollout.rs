@@ -506,5 +506,32 @@ async fn a_new_version_without_traffic_is_held_by_its_analysis_never_promoted() 
         v1["requests"].as_u64().unwrap() > 10,
         "the baseline is measured: {view:#}"
     );
+
+    // deleting the Application takes its generated objects and its Rollout with it
+    let out = m.pilot.cli(&["delete", "application", "reviews"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let http = Http1Client::new();
+    eventually(
+        Duration::from_secs(10),
+        "the generated objects to go",
+        || async {
+            let url = format!("http://{}/v1/config/rollouts", m.pilot.http);
+            let rollouts = http.get(&url, &[]).await.unwrap().json().unwrap();
+            let url = format!("http://{}/v1/config/virtualservices", m.pilot.http);
+            let services = http.get(&url, &[]).await.unwrap().json().unwrap();
+            rollouts["items"].as_array().is_some_and(|a| a.is_empty())
+                && services["items"].as_array().is_some_and(|a| a.is_empty())
+        },
+    )
+    .await;
+    let left: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["services.yaml"]);
     assert_no_failures(&load.stop().await);
 }

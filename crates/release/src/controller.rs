@@ -16,7 +16,7 @@ mod tests;
 pub use step::{command, enter, next, record_check, Command, Next, PROMOTE, ROLLBACK};
 
 use crate::analysis::{judge, MetricsSource, Verdict, VersionRef};
-use crate::{generate, RolloutState, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::{generate, RolloutState, APPLICATION_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use graymesh_model::oam::{Application, Component, StepAction};
 use graymesh_model::rollout::ROLLOUT_API_VERSION;
 use graymesh_model::{Object, ObjectMeta, Origin, RolloutStatus, Spec};
@@ -124,8 +124,57 @@ impl Controller {
 
     /// One pass over every Application: take what is due.
     pub async fn reconcile_all(&self) {
-        for release in releases(&self.store.objects()) {
+        let objects = self.store.objects();
+        for release in releases(&objects) {
             self.reconcile(&release).await;
+        }
+        self.collect_orphans(&objects).await;
+    }
+
+    /// The generated objects and the Rollout of an Application that was deleted go too: the
+    /// VirtualService first (nothing routes to the subsets any more), then the DestinationRule,
+    /// then the Rollout, each a valid config on its own.
+    async fn collect_orphans(&self, objects: &[Object]) {
+        let apps: std::collections::BTreeSet<(&str, &str)> = objects
+            .iter()
+            .filter(|o| matches!(o.spec, Spec::Application(_)))
+            .map(|o| (o.meta.namespace.as_str(), o.meta.name.as_str()))
+            .collect();
+        let owner = |o: &Object| -> Option<String> {
+            let managed =
+                o.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+            match &o.spec {
+                _ if !managed => None,
+                Spec::Rollout(_) => Some(format!("{}/{}", o.meta.namespace, o.meta.name)),
+                _ => o.meta.annotations.get(APPLICATION_ANNOTATION).cloned(),
+            }
+        };
+        let mut orphans: Vec<&Object> = objects
+            .iter()
+            .filter(|o| {
+                owner(o).is_some_and(|app| {
+                    let (ns, name) = app.split_once('/').unwrap_or(("", ""));
+                    !apps.contains(&(ns, name))
+                })
+            })
+            .collect();
+        orphans.sort_by_key(|o| match o.spec {
+            Spec::VirtualService(_) => 0,
+            Spec::DestinationRule(_) => 1,
+            _ => 2,
+        });
+        for orphan in orphans {
+            let key = graymesh_sources::ObjectKey::of(orphan);
+            match self
+                .store
+                .delete(&key, orphan.meta.resource_version.as_deref())
+                .await
+            {
+                Ok(()) => tracing::info!(object = %key, "deleted: its Application is gone"),
+                Err(e) => {
+                    tracing::warn!(object = %key, "not deleted although its Application is gone: {e}")
+                }
+            }
         }
     }
 
