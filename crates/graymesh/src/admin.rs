@@ -2,11 +2,13 @@
 //! debug views of the config and the xDS clients, the config API the CLI writes through, and the
 //! registration API sidecars use.
 
+use crate::telemetry::Telemetry;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use graymesh_release::analysis::VersionRef;
 use graymesh_sources::{ConfigStore, Registration, Registry as InstanceRegistry, RegistryError};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::node::NodeKind;
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 mod config_api;
 mod config_metrics;
@@ -28,6 +31,7 @@ pub struct AdminState {
     status: SyncStatus,
     metrics: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    telemetry: Option<Telemetry>,
 }
 
 impl AdminState {
@@ -48,7 +52,14 @@ impl AdminState {
             status,
             metrics: Arc::new(metrics),
             ready: Arc::default(),
+            telemetry: None,
         }
+    }
+
+    /// The analysis telemetry source, for /debug/telemetryz.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -65,6 +76,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std:
         .route("/debug/configz", get(configz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/registryz", get(registryz))
+        .route("/debug/telemetryz", get(telemetryz))
         .route("/v1/config", post(config_api::apply))
         .route("/v1/config/{kind}", get(config_api::list))
         .route(
@@ -197,6 +209,68 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
 
 async fn registryz(State(s): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!(s.cache.current().registry.as_ref()))
+}
+
+#[derive(Debug, Deserialize)]
+struct TelemetryQuery {
+    /// With `version`: ask the source for this host's version (`reviews`, resolved in
+    /// `namespace` like an Application's host), as the analysis step would.
+    host: Option<String>,
+    namespace: Option<String>,
+    version: Option<String>,
+    /// The window (`60s` by default, Istio duration syntax).
+    window: Option<String>,
+}
+
+/// The telemetry the analysis reads. Without a query: per service and version the last
+/// window (60 s) and every proxy's scrapes. With `?host=H&version=V[&namespace=NS][&window=D]`:
+/// that version's window from the configured source (502 with the source's error).
+async fn telemetryz(State(s): State<AdminState>, Query(q): Query<TelemetryQuery>) -> Response {
+    let Some(telemetry) = &s.telemetry else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this pilot has no telemetry source".into(),
+        );
+    };
+    let window = match q
+        .window
+        .as_deref()
+        .map(str::parse::<graymesh_model::Duration>)
+    {
+        None => Duration::from_secs(60),
+        Some(Ok(d)) if !d.as_std().is_zero() => d.as_std(),
+        Some(Ok(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "window: must be more than 0".into(),
+            )
+        }
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("window: {e}")),
+    };
+    let (host, version) = match (q.host, q.version) {
+        (None, None) => return Json(telemetry.overview(window)).into_response(),
+        (Some(host), Some(version)) => (host, version),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give both ?host= and ?version= (or neither, for the overview)".into(),
+            )
+        }
+    };
+    let version = VersionRef {
+        namespace: q
+            .namespace
+            .unwrap_or_else(|| graymesh_model::object::DEFAULT_NAMESPACE.into()),
+        host,
+        version,
+    };
+    let answer = telemetry.query(&version, window).await;
+    let code = if answer["window"].get("error").is_some() {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(answer)).into_response()
 }
 
 async fn register(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {

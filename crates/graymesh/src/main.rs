@@ -8,6 +8,7 @@ mod kinds;
 mod pilot;
 mod proxy;
 mod proxy_status;
+mod telemetry;
 mod validate;
 
 use clap::{Parser, Subcommand};

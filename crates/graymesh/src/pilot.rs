@@ -2,9 +2,13 @@
 //! and the admin API until told to stop.
 
 use crate::admin::{self, AdminState};
+use crate::telemetry::{
+    EmbeddedSource, EmbeddedTelemetry, PrometheusSource, ResolveHost, Telemetry,
+};
 use anyhow::Context as _;
 use clap::Args;
 use graymesh_model::ConfigSet;
+use graymesh_release::analysis::{MetricsSource, VersionRef};
 use graymesh_sources::{
     ConfigState, ConfigStore, DirStore, EmbeddedRegistry, EtcdRegistry, EtcdStore, Registration,
     Registry, RegistrySnapshot,
@@ -45,6 +49,25 @@ pub struct PilotArgs {
     /// Quiet time after a config or registry change before pushing (milliseconds).
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
+    /// How often pilot scrapes every connected proxy's /metrics for the analysis step (the
+    /// embedded telemetry source; not used with --prometheus).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub scrape_period: graymesh_model::Duration,
+    /// How much scraped history pilot keeps; an analysis window longer than this is an error.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub telemetry_history: graymesh_model::Duration,
+    /// Read the analysis step's telemetry from this Prometheus server (`http://host:port`),
+    /// which must scrape the proxies' admin ports, instead of scraping the proxies from pilot.
+    #[arg(long, env = "GRAYMESH_PROMETHEUS")]
+    pub prometheus: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<graymesh_model::Duration, String> {
+    let d: graymesh_model::Duration = text.parse()?;
+    if d.as_std().is_zero() {
+        return Err(format!("{text:?}: must be more than 0"));
+    }
+    Ok(d)
 }
 
 pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
@@ -69,13 +92,22 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for admin HTTP on {}", args.http_addr))?;
     tracing::info!(xds = %args.xds_addr, http = %args.http_addr, objects = initial.len(), "pilot serving");
 
+    let telemetry = telemetry(&args, &cache, &status)?;
+    // What the release controller's analysis steps read (embedded scraper or Prometheus);
+    // /debug/telemetryz asks the very same source.
+    let metrics_source: Arc<dyn MetricsSource> = telemetry.source.clone();
+    tracing::info!(source = telemetry.source_name(), "analysis telemetry");
     let state = AdminState::new(
         store.clone(),
         registry.clone(),
         cache.clone(),
         status.clone(),
         &xds_metrics,
-    );
+    )
+    .with_telemetry(Telemetry {
+        source: metrics_source.clone(),
+        ..telemetry
+    });
     match &store {
         ConfigStore::Dir(dir) => tokio::spawn(
             dir.clone()
@@ -111,6 +143,39 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
     }
     tracing::info!("pilot stopped");
     Ok(())
+}
+
+/// The telemetry source the flags ask for: Prometheus (`--prometheus`), or pilot scraping the
+/// proxies connected to it (started here). Hosts resolve against the config being served.
+fn telemetry(
+    args: &PilotArgs,
+    cache: &SnapshotCache,
+    status: &SyncStatus,
+) -> anyhow::Result<Telemetry> {
+    let config = cache.clone();
+    let resolve: ResolveHost =
+        Arc::new(move |v: &VersionRef| config.current().config.resolve_host(&v.host, &v.namespace));
+    if let Some(url) = &args.prometheus {
+        let source = PrometheusSource::new(url, resolve.clone()).map_err(anyhow::Error::msg)?;
+        return Ok(Telemetry {
+            prometheus: Some(source.url().to_string()),
+            source: Arc::new(source),
+            embedded: None,
+            resolve,
+        });
+    }
+    let embedded =
+        EmbeddedTelemetry::new(args.scrape_period.as_std(), args.telemetry_history.as_std());
+    tokio::spawn(embedded.clone().run(status.clone()));
+    Ok(Telemetry {
+        source: Arc::new(EmbeddedSource {
+            telemetry: embedded.clone(),
+            resolve: resolve.clone(),
+        }),
+        embedded: Some(embedded),
+        prometheus: None,
+        resolve,
+    })
 }
 
 /// The config store the flags ask for, loaded: a directory, or etcd (`--etcd`).
