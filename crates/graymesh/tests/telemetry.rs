@@ -36,11 +36,15 @@ impl Drop for Process {
 }
 
 fn spawn(program: &str, args: &[String]) -> Process {
+    spawn_logged(program, args, Stdio::null())
+}
+
+fn spawn_logged(program: &str, args: &[String], stderr: impl Into<Stdio>) -> Process {
     Process(
         Command::new(program)
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}")),
     )
@@ -105,7 +109,10 @@ struct Mesh {
     upstream: SocketAddr,
     v1: FakeAppHandle,
     v2: FakeAppHandle,
-    _processes: Vec<Process>,
+    /// The client sidecar, and how to start it again.
+    sidecar: Option<Process>,
+    sidecar_args: Vec<String>,
+    _pilot: Process,
     _dir: TempDir,
 }
 
@@ -127,47 +134,58 @@ impl Mesh {
         .map(String::from)
         .to_vec();
         args.extend_from_slice(pilot_args);
-        let pilot = spawn(BIN, &args);
+        let log = dir.0.join("pilot.log");
+        let mut pilot = spawn_logged(BIN, &args, std::fs::File::create(&log).unwrap());
         let http = Http1Client::new().with_timeout(Duration::from_secs(5));
-        eventually(Duration::from_secs(20), "pilot ready", || async {
-            http.get(&format!("http://{pilot_http}/ready"), &[])
-                .await
-                .is_ok_and(|r| r.status == 200)
-        })
-        .await;
+        let started = Instant::now();
+        while !http
+            .get(&format!("http://{pilot_http}/ready"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            let exited = pilot.0.try_wait().unwrap();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(20) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "pilot not ready after {:?} ({exited:?}):\n{log}",
+                    started.elapsed()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let v1 = app("v1", 0.0).await;
         let v2 = app("v2", 0.5).await;
         for a in [&v1, &v2] {
             register(&http, pilot_http, a).await;
         }
         let (upstream, client_out) = (free(), free());
-        let client = spawn(
-            BIN,
-            &[
-                "proxy",
-                "--pilot",
-                &xds.to_string(),
-                "--node-id",
-                "productpage-1",
-                "--no-register",
-                "--concurrency",
-                "1",
-                "--upstream",
-                &format!("reviews:9080={upstream}"),
-                "--outbound-addr",
-                &client_out.to_string(),
-                "--admin-addr",
-                &client_admin.to_string(),
-            ]
-            .map(String::from),
-        );
+        let sidecar_args: Vec<String> = [
+            "proxy",
+            "--pilot",
+            &xds.to_string(),
+            "--node-id",
+            "productpage-1",
+            "--no-register",
+            "--concurrency",
+            "1",
+            "--upstream",
+            &format!("reviews:9080={upstream}"),
+            "--outbound-addr",
+            &client_out.to_string(),
+            "--admin-addr",
+            &client_admin.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
         Mesh {
             http,
             pilot_http,
             upstream,
             v1,
             v2,
-            _processes: vec![client, pilot],
+            sidecar: Some(spawn(BIN, &sidecar_args)),
+            sidecar_args,
+            _pilot: pilot,
             _dir: dir,
         }
     }
@@ -236,6 +254,53 @@ impl Mesh {
         let proxy = &overview["proxies"][0];
         assert_eq!(proxy["last_error"], Value::Null, "{overview}");
         proxy["scrapes"].as_u64().unwrap_or(0)
+    }
+
+    /// `n` requests through the sidecar that reached an app (retrying while it has no route
+    /// yet, e.g. just restarted). Bounded in count and time.
+    async fn answered(&self, n: u64) {
+        let url = format!("http://{}/reviews/1", self.upstream);
+        let start = Instant::now();
+        let mut answered = 0;
+        while answered < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "only {answered} of {n} requests answered"
+            );
+            match self.http.get(&url, &[]).await {
+                Ok(reply) if reply.version.is_some() || reply.status == 500 => answered += 1,
+                Ok(reply) => panic!("an answer from no app: {} {}", reply.status, reply.text()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn app_totals(&self) -> u64 {
+        self.v1.requests().total + self.v2.requests().total
+    }
+
+    /// Requests to both versions over the last `window`, from pilot.
+    async fn window_total(&self, window: Duration) -> u64 {
+        let v1 = self.window("v1", window).await;
+        let v2 = self.window("v2", window).await;
+        count(&v1, "requests") + count(&v2, "requests")
+    }
+
+    /// SIGKILL the sidecar and wait until pilot no longer counts it as connected.
+    async fn kill_sidecar(&mut self) {
+        drop(self.sidecar.take());
+        eventually(
+            Duration::from_secs(10),
+            "pilot to see the sidecar gone",
+            || async { self.scraped_sidecar().await["connected"] == false },
+        )
+        .await;
+    }
+
+    /// The sidecar as pilot's scraper last saw it.
+    async fn scraped_sidecar(&self) -> Value {
+        let (_, overview) = self.telemetryz("").await;
+        overview["proxies"][0].clone()
     }
 
     /// Returns once pilot has started a scrape after this call (two completed after it).
@@ -335,6 +400,38 @@ async fn pilot_sees_each_versions_requests_and_errors_from_its_scrapes() {
         "{overview}"
     );
     assert_eq!(overview["proxies"][0]["failures"], 0, "{overview}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_a_sidecar_restart_and_its_disconnect() {
+    let mut mesh = Mesh::start("telemetry-restart", &[], free()).await;
+    mesh.warm_up().await;
+    mesh.next_scrape().await;
+    let before = mesh.app_totals();
+    let start = Instant::now();
+    mesh.answered(20).await;
+    mesh.next_scrape().await;
+
+    // Restarted (same node id and admin address): it counts from zero again, and pilot adds
+    // what the new process counts to what the old one did, also once the new counts are past
+    // the old ones (told apart by the proxy's start time, not by counters going down).
+    mesh.kill_sidecar().await;
+    mesh.sidecar = Some(spawn(BIN, &mesh.sidecar_args));
+    mesh.answered(60).await;
+    eventually(
+        Duration::from_secs(10),
+        "a scrape of the new sidecar",
+        || async { mesh.scraped_sidecar().await["last_error"] == Value::Null },
+    )
+    .await;
+    mesh.next_scrape().await;
+    let sent = mesh.app_totals() - before;
+    assert_eq!(sent, 80);
+    assert_eq!(mesh.window_total(start.elapsed()).await, sent);
+
+    // Gone for good: what it counted stays in the window.
+    mesh.kill_sidecar().await;
+    assert_eq!(mesh.window_total(start.elapsed()).await, sent);
 }
 
 // === Prometheus ===
