@@ -8,7 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
 
 use graymesh_testkit::{
-    run_load, FakeApp, FakeAppHandle, Http1Client, LoadCall, LoadPlan, LoadReport,
+    run_load, FakeApp, FakeAppHandle, GrpcClient, Http1Client, LoadCall, LoadPlan, LoadReport,
+    RequestCounts,
 };
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
@@ -83,6 +84,9 @@ impl Drop for TempDir {
     }
 }
 
+/// 50/50 between the versions. No retries: the proxies count a request once, with the answer
+/// its caller got, so with Istio's default retries (gRPC UNAVAILABLE) the apps would see more
+/// attempts than there were requests, and the exact comparisons below would not hold.
 const CONFIG: &str = "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -96,7 +100,8 @@ metadata: {name: reviews}
 spec:
   hosts: [reviews]
   http:
-  - route:
+  - retries: {attempts: 0}
+    route:
     - {destination: {host: reviews, subset: v1}, weight: 50}
     - {destination: {host: reviews, subset: v2}, weight: 50}
 ";
@@ -216,18 +221,20 @@ impl Mesh {
         sent
     }
 
-    async fn load(&self) -> LoadReport {
+    /// `n` HTTP/1.1 requests through the sidecar, `concurrency` at a time (each takes the
+    /// apps' 20 ms), bounded by 15 s.
+    async fn load(&self, n: u64, concurrency: usize) -> LoadReport {
         let call = LoadCall::http1(
             Http1Client::new().with_timeout(Duration::from_secs(5)),
             format!("http://{}/reviews/1", self.upstream),
         );
-        // 400 requests of 20 ms, 2 at a time: about 4 s, several scrape periods.
-        let plan = LoadPlan {
-            max_requests: 400,
-            max_duration: Duration::from_secs(10),
-            concurrency: 2,
-        };
-        run_load(call, plan).await
+        run_load(call, plan(n, concurrency)).await
+    }
+
+    /// `n` gRPC calls through the same sidecar port, 2 at a time, bounded by 15 s.
+    async fn grpc_load(&self, n: u64) -> LoadReport {
+        let client = GrpcClient::new(self.upstream).with_authority("reviews:9080");
+        run_load(LoadCall::grpc(client), plan(n, 2)).await
     }
 
     async fn telemetryz(&self, query: &str) -> (u16, Value) {
@@ -269,6 +276,10 @@ impl Mesh {
             );
             match self.http.get(&url, &[]).await {
                 Ok(reply) if reply.version.is_some() || reply.status == 500 => answered += 1,
+                // Just restarted: no routes yet (the proxy answers 503 itself, for no version).
+                Ok(reply) if reply.status == 503 && reply.text().contains("not received yet") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
                 Ok(reply) => panic!("an answer from no app: {} {}", reply.status, reply.text()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -313,6 +324,14 @@ impl Mesh {
     }
 }
 
+fn plan(max_requests: u64, concurrency: usize) -> LoadPlan {
+    LoadPlan {
+        max_requests,
+        max_duration: Duration::from_secs(15),
+        concurrency,
+    }
+}
+
 async fn app(version: &str, error_rate: f64) -> FakeAppHandle {
     FakeApp::builder()
         .service("reviews")
@@ -351,37 +370,49 @@ fn count(window: &Value, field: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pilot_sees_each_versions_requests_and_errors_from_its_scrapes() {
+async fn pilot_sees_each_versions_requests_and_errors_http_and_grpc_from_its_scrapes() {
     let mesh = Mesh::start("telemetry-embedded", &[], free()).await;
     mesh.warm_up().await;
     // Pilot has scraped everything the warm-up sent; the measured load starts right after a
     // scrape, so the window below holds the load and nothing else.
     mesh.next_scrape().await;
-    let before = (mesh.v1.requests().total, mesh.v2.requests().total);
+    let before = (mesh.v1.requests(), mesh.v2.requests());
     let load_start = Instant::now();
-    let report = mesh.load().await;
-    assert_eq!(report.abandoned, 0, "{report:?}");
+    let (http, grpc) = tokio::join!(mesh.load(240, 3), mesh.grpc_load(120));
+    assert_eq!(http.abandoned + grpc.abandoned, 0, "{http:?}\n{grpc:?}");
     mesh.next_scrape().await;
     let window = load_start.elapsed();
     let v1 = mesh.window("v1", window).await;
     let v2 = mesh.window("v2", window).await;
 
-    let sent_v1 = mesh.v1.requests().total - before.0;
-    let sent_v2 = mesh.v2.requests().total - before.1;
-    assert_eq!(sent_v1 + sent_v2, report.sent, "{report:?}");
+    let sent =
+        |now: RequestCounts, then: RequestCounts| (now.total - then.total, now.grpc - then.grpc);
+    let (sent_v1, grpc_v1) = sent(mesh.v1.requests(), before.0);
+    let (sent_v2, grpc_v2) = sent(mesh.v2.requests(), before.1);
+    assert_eq!(sent_v1 + sent_v2, http.sent + grpc.sent);
+    assert_eq!(grpc_v1 + grpc_v2, grpc.sent);
+    // Exactly what reached each version, HTTP and gRPC.
     assert_eq!(count(&v1, "requests"), sent_v1, "v1 {v1}");
     assert_eq!(count(&v2, "requests"), sent_v2, "v2 {v2}");
+    assert_eq!(count(&v1, "grpc_requests"), grpc_v1, "v1 {v1}");
+    assert_eq!(count(&v2, "grpc_requests"), grpc_v2, "v2 {v2}");
+    // Only v2 fails: its HTTP 500s are 5xx, its gRPC UNAVAILABLEs (HTTP 200) gRPC errors.
     assert_eq!(count(&v1, "server_errors"), 0, "v1 {v1}");
+    assert_eq!(count(&v1, "grpc_errors"), 0, "v1 {v1}");
     assert_eq!(
         count(&v2, "server_errors"),
-        report.failed,
-        "v2 {v2}, {report:?}"
+        http.failed,
+        "v2 {v2}, {http:?}"
     );
-    let v2_rate = v2["success_rate_percent"].as_f64().unwrap();
-    assert!((35.0..=65.0).contains(&v2_rate), "v2 {v2}");
+    assert_eq!(count(&v2, "grpc_errors"), grpc.failed, "v2 {v2}, {grpc:?}");
+    let http_success =
+        100.0 * (sent_v2 - grpc_v2 - http.failed) as f64 / (sent_v2 - grpc_v2) as f64;
+    assert!((35.0..=65.0).contains(&http_success), "v2 {v2}");
+    let grpc_rate = v2["grpc_error_rate_percent"].as_f64().unwrap();
+    assert!((30.0..=70.0).contains(&grpc_rate), "v2 {v2}");
     assert_eq!(v1["success_rate_percent"], 100.0, "v1 {v1}");
+    assert_eq!(v1["grpc_error_rate_percent"], 0.0, "v1 {v1}");
     assert!(v1["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "v1 {v1}");
-    assert_eq!(count(&v1, "grpc_requests"), 0, "v1 {v1}");
 
     // The overview: both versions over the last 60 s (warm-up included), the sidecar scraped.
     let (status, overview) = mesh.telemetryz("").await;
@@ -539,7 +570,8 @@ async fn the_prometheus_source_agrees_with_the_requests_sent() {
     .await;
     let before = (mesh.v1.requests().total, mesh.v2.requests().total);
     let load_start = Instant::now();
-    let report = mesh.load().await;
+    // About 4 s: several of Prometheus' scrapes.
+    let report = mesh.load(400, 2).await;
     assert_eq!(report.abandoned, 0, "{report:?}");
     let all = (warm + report.sent) as f64;
     eventually(
