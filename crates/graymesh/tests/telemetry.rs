@@ -605,11 +605,39 @@ async fn the_prometheus_source_agrees_with_the_requests_sent() {
         "v2 {v2}: error rate {v2_rate}%, the client saw {seen_v2_errors}%"
     );
     assert!(v1["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "v1 {v1}");
-    let (_, overview) = mesh.telemetryz("").await;
+
+    // The overview: the versions Prometheus has traffic for, and its view of the sidecar.
+    let (status, overview) = mesh.telemetryz("").await;
+    assert_eq!(status, 200, "{overview}");
     assert_eq!(overview["source"], "prometheus", "{overview}");
     assert_eq!(
         overview["prometheus_url"],
         prometheus_url.as_str(),
         "{overview}"
     );
+    let versions: Vec<(&str, &str, u64)> = overview["versions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{overview}"))
+        .iter()
+        .map(|v| {
+            let requests = v["window"]["requests"].as_u64().unwrap_or(0);
+            (
+                v["service"].as_str().unwrap(),
+                v["version"].as_str().unwrap(),
+                requests,
+            )
+        })
+        .collect();
+    assert_eq!(versions.len(), 2, "{overview}");
+    assert!(
+        versions
+            .iter()
+            .zip(["v1", "v2"])
+            .all(|((s, v, n), want)| *s == FQDN && *v == want && *n > 0),
+        "{overview}"
+    );
+    let target = &overview["prometheus_targets"][0];
+    assert_eq!(target["health"], "up", "{overview}");
+    let scrape_url = target["scrape_url"].as_str().unwrap();
+    assert!(scrape_url.contains(&client_admin.to_string()), "{overview}");
 }
