@@ -10,7 +10,7 @@
 
 use super::counters::{Counters, Increase, SeriesKey, WindowSum};
 use super::text::{self, Scrape};
-use super::{http_get, ResolveHost};
+use super::{http_get, HttpClient, ResolveHost};
 use graymesh_release::analysis::{MetricsSource, StatsFuture, VersionRef, VersionStats};
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::status::AdminTarget;
@@ -76,28 +76,27 @@ impl EmbeddedTelemetry {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let targets = status.admin_targets();
-            self.mark_connected(&targets);
-            let mut scrapes = tokio::task::JoinSet::new();
-            for target in targets {
-                let client = client.clone();
-                scrapes.spawn(async move {
-                    let url = format!("http://{}/metrics", target.admin_addr);
-                    let result = http_get(&client, &url, timeout, MAX_SCRAPE_BYTES)
-                        .await
-                        .and_then(|body| {
-                            let text = String::from_utf8_lossy(&body);
-                            text::parse(&text).map_err(|e| format!("{url}: {e}"))
-                        });
-                    (target, result)
-                });
-            }
-            while let Some(done) = scrapes.join_next().await {
-                if let Ok((target, result)) = done {
-                    self.record(&target, Instant::now(), result);
-                }
-            }
+            self.scrape_all(&client, status.admin_targets(), timeout)
+                .await;
             self.prune(Instant::now());
+        }
+    }
+
+    /// Scrape `targets` at once, recording each as it answers (or fails, or times out).
+    async fn scrape_all(&self, client: &HttpClient, targets: Vec<AdminTarget>, timeout: Duration) {
+        self.mark_connected(&targets);
+        let mut scrapes = tokio::task::JoinSet::new();
+        for target in targets {
+            let client = client.clone();
+            scrapes.spawn(async move {
+                let result = scrape(&client, &target, timeout).await;
+                (target, result)
+            });
+        }
+        while let Some(done) = scrapes.join_next().await {
+            if let Ok((target, result)) = done {
+                self.record(&target, Instant::now(), result);
+            }
         }
     }
 
@@ -298,6 +297,17 @@ pub struct ProxyScrapes {
     pub last_error: Option<String>,
     /// Outbound (service, version) series in its last successful scrape.
     pub series: usize,
+}
+
+/// One GET of a proxy's /metrics, parsed.
+async fn scrape(
+    client: &HttpClient,
+    target: &AdminTarget,
+    timeout: Duration,
+) -> Result<Scrape, String> {
+    let url = format!("http://{}/metrics", target.admin_addr);
+    let body = http_get(client, &url, timeout, MAX_SCRAPE_BYTES).await?;
+    text::parse(&String::from_utf8_lossy(&body)).map_err(|e| format!("{url}: {e}"))
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
