@@ -260,7 +260,7 @@ async fn telemetryz(State(s): State<AdminState>, Query(q): Query<TelemetryQuery>
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("window: {e}")),
     };
     let (host, version) = match (q.host, q.version) {
-        (None, None) => return Json(telemetry.overview(window)).into_response(),
+        (None, None) => return Json(telemetry.overview(window).await).into_response(),
         (Some(host), Some(version)) => (host, version),
         _ => {
             return error(

@@ -182,9 +182,10 @@ fn telemetry(
         Arc::new(move |v: &VersionRef| config.current().config.resolve_host(&v.host, &v.namespace));
     if let Some(url) = &args.prometheus {
         let source = PrometheusSource::new(url, resolve.clone()).map_err(anyhow::Error::msg)?;
+        let source = Arc::new(source);
         return Ok(Telemetry {
-            prometheus: Some(source.url().to_string()),
-            source: Arc::new(source),
+            prometheus: Some(source.clone()),
+            source,
             embedded: None,
             resolve,
         });

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 
@@ -52,6 +53,10 @@ pub struct ProxyMetrics {
     pub mirrored: Counter,
     pub connections: Gauge,
     pub config_version: Gauge,
+    /// When this process started (Unix seconds, millisecond precision): a scraper that sees it
+    /// change knows the counters restarted from zero, even if they have already passed their
+    /// old values.
+    pub start_time: Gauge<f64, AtomicU64>,
     pub tcp_connections: Family<TcpKey, Counter>,
     /// Print one JSON line per request to stdout (off by default).
     pub access_log: bool,
@@ -68,10 +73,20 @@ impl Default for ProxyMetrics {
             mirrored: Counter::default(),
             connections: Gauge::default(),
             config_version: Gauge::default(),
+            start_time: start_time(),
             tcp_connections: Family::default(),
             access_log: false,
         }
     }
+}
+
+fn start_time() -> Gauge<f64, AtomicU64> {
+    let gauge = Gauge::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64 / 1000.0);
+    gauge.set(now);
+    gauge
 }
 
 impl ProxyMetrics {
@@ -105,6 +120,11 @@ impl ProxyMetrics {
             "graymesh_proxy_tcp_connections",
             "Proxied TCP connections by destination and how they ended",
             self.tcp_connections.clone(),
+        );
+        registry.register(
+            "graymesh_proxy_start_time_seconds",
+            "When this proxy process started, in Unix seconds",
+            self.start_time.clone(),
         );
         registry.register(
             "graymesh_proxy_config_version",

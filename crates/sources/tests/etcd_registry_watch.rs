@@ -17,8 +17,15 @@ fn instance(address: &str) -> Registration {
         service: "reviews".to_string(),
         namespace: "default".to_string(),
         address: address.to_string(),
-        ports: vec![RegistrationPort { port: 9080, target_port: None, name: None, protocol: None }],
-        labels: [("version".to_string(), "v2".to_string())].into_iter().collect(),
+        ports: vec![RegistrationPort {
+            port: 9080,
+            target_port: None,
+            name: None,
+            protocol: None,
+        }],
+        labels: [("version".to_string(), "v2".to_string())]
+            .into_iter()
+            .collect(),
         locality: None,
         weight: None,
         ttl_seconds: 60,
@@ -35,17 +42,31 @@ fn addresses(registry: &EtcdRegistry) -> Vec<String> {
 async fn a_registry_watch_that_missed_compacted_revisions_lists_again() {
     let etcd = EtcdServer::start().unwrap();
     // This pilot has listed (nothing yet) but does not watch until history is compacted.
-    let late = Arc::new(EtcdRegistry::open(vec![etcd.endpoint()], None).await.unwrap());
+    let late = Arc::new(
+        EtcdRegistry::open(vec![etcd.endpoint()], None)
+            .await
+            .unwrap(),
+    );
     assert!(late.list().is_empty());
     // Another pilot registers three instances and deregisters one meanwhile.
-    let other = EtcdRegistry::open(vec![etcd.endpoint()], None).await.unwrap();
+    let other = EtcdRegistry::open(vec![etcd.endpoint()], None)
+        .await
+        .unwrap();
     let gone = other.register(instance("127.0.0.11")).await.unwrap();
     other.register(instance("127.0.0.12")).await.unwrap();
     other.register(instance("127.0.0.13")).await.unwrap();
     assert!(other.deregister(&gone).await.unwrap());
     let mut raw = Client::connect([etcd.endpoint()], None).await.unwrap();
-    let now = raw.get("x", None).await.unwrap().header().unwrap().revision();
-    raw.compact(now, Some(CompactionOptions::new().with_physical())).await.unwrap();
+    let now = raw
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    raw.compact(now, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
 
     let mut changes = late.subscribe();
     tokio::spawn(late.clone().watch());
@@ -65,6 +86,8 @@ async fn a_registry_watch_that_missed_compacted_revisions_lists_again() {
             changes.changed().await.unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), followed).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), followed)
+        .await
+        .unwrap();
     assert_eq!(addresses(&late), ["127.0.0.12", "127.0.0.13", "127.0.0.14"]);
 }

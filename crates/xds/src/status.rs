@@ -138,3 +138,66 @@ impl SyncStatus {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(node: &str, class: ProxyClass, admin: Option<&str>) -> ClientSync {
+        ClientSync {
+            stream_id: 0,
+            node_id: node.into(),
+            user_agent: String::new(),
+            kind: class.kind,
+            namespace: class.namespace.clone(),
+            protocol: "sotw",
+            peer: None,
+            admin_addr: admin.map(|a| a.parse().unwrap()),
+            connected_at_unix: 0,
+            types: BTreeMap::new(),
+            class,
+        }
+    }
+
+    #[test]
+    fn admin_targets_are_the_connected_proxies_that_announced_one() {
+        let status = SyncStatus::default();
+        let gateway = ProxyClass::gateway("edge", BTreeMap::new());
+        let _a = status.connect(client(
+            "a",
+            ProxyClass::sidecar("default"),
+            Some("127.0.0.1:15000"),
+        ));
+        // The same node on a second stream (reconnecting) is listed once.
+        let _a2 = status.connect(client(
+            "a",
+            ProxyClass::sidecar("default"),
+            Some("127.0.0.1:15000"),
+        ));
+        let _g = status.connect(client("gw", gateway, Some("127.0.0.2:15000")));
+        let _no_admin = status.connect(client("b", ProxyClass::sidecar("default"), None));
+        let _grpc = status.connect(client(
+            "c",
+            ProxyClass::proxyless("default"),
+            Some("127.0.0.3:1"),
+        ));
+        let gone = status.connect(client(
+            "d",
+            ProxyClass::sidecar("default"),
+            Some("127.0.0.4:1"),
+        ));
+        drop(gone);
+        let targets: Vec<(String, NodeKind, String)> = status
+            .admin_targets()
+            .into_iter()
+            .map(|t| (t.node_id, t.kind, t.admin_addr.to_string()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("a".into(), NodeKind::Sidecar, "127.0.0.1:15000".into()),
+                ("gw".into(), NodeKind::Gateway, "127.0.0.2:15000".into()),
+            ]
+        );
+    }
+}

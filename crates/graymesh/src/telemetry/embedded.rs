@@ -5,15 +5,18 @@
 //!
 //! It never extrapolates: requests a proxy counted before pilot first scraped it are in no
 //! window (pilot cannot tell when they happened), and a window is as fine as the scrape period.
+//! A restarted proxy is told by its start time (`graymesh_proxy_start_time_seconds`), its admin
+//! address, or a counter going down; its counts are then taken from zero.
 
 use super::counters::{Counters, Increase, SeriesKey, WindowSum};
-use super::{http_get, text, ResolveHost};
+use super::text::{self, Scrape};
+use super::{http_get, HttpClient, ResolveHost};
 use graymesh_release::analysis::{MetricsSource, StatsFuture, VersionRef, VersionStats};
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::status::AdminTarget;
 use graymesh_xds::SyncStatus;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,8 +44,8 @@ struct ProxyRecord {
     namespace: String,
     admin_addr: SocketAddr,
     connected: bool,
-    /// The counters of the last successful scrape and the address they came from.
-    last: Option<(SocketAddr, HashMap<SeriesKey, Counters>)>,
+    /// The last successful scrape and the address it came from.
+    last: Option<(SocketAddr, Scrape)>,
     /// When each successful scrape ended, with the increases since the one before.
     increases: VecDeque<(Instant, Vec<(SeriesKey, Increase)>)>,
     scrapes: u64,
@@ -73,28 +76,27 @@ impl EmbeddedTelemetry {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let targets = status.admin_targets();
-            self.mark_connected(&targets);
-            let mut scrapes = tokio::task::JoinSet::new();
-            for target in targets {
-                let client = client.clone();
-                scrapes.spawn(async move {
-                    let url = format!("http://{}/metrics", target.admin_addr);
-                    let result = http_get(&client, &url, timeout, MAX_SCRAPE_BYTES)
-                        .await
-                        .and_then(|body| {
-                            let text = String::from_utf8_lossy(&body);
-                            text::parse(&text).map_err(|e| format!("{url}: {e}"))
-                        });
-                    (target, result)
-                });
-            }
-            while let Some(done) = scrapes.join_next().await {
-                if let Ok((target, result)) = done {
-                    self.record(&target, Instant::now(), result);
-                }
-            }
+            self.scrape_all(&client, status.admin_targets(), timeout)
+                .await;
             self.prune(Instant::now());
+        }
+    }
+
+    /// Scrape `targets` at once, recording each as it answers (or fails, or times out).
+    async fn scrape_all(&self, client: &HttpClient, targets: Vec<AdminTarget>, timeout: Duration) {
+        self.mark_connected(&targets);
+        let mut scrapes = tokio::task::JoinSet::new();
+        for target in targets {
+            let client = client.clone();
+            scrapes.spawn(async move {
+                let result = scrape(&client, &target, timeout).await;
+                (target, result)
+            });
+        }
+        while let Some(done) = scrapes.join_next().await {
+            if let Ok((target, result)) = done {
+                self.record(&target, Instant::now(), result);
+            }
         }
     }
 
@@ -110,12 +112,7 @@ impl EmbeddedTelemetry {
     }
 
     /// One scrape of `target` that ended at `at`.
-    pub(super) fn record(
-        &self,
-        target: &AdminTarget,
-        at: Instant,
-        result: Result<HashMap<SeriesKey, Counters>, String>,
-    ) {
+    pub(super) fn record(&self, target: &AdminTarget, at: Instant, result: Result<Scrape, String>) {
         let mut state = self.lock();
         let record = state
             .proxies
@@ -129,7 +126,7 @@ impl EmbeddedTelemetry {
         record.scrapes += 1;
         record.last_attempt_unix_ms = Some(unix_ms(SystemTime::now()));
         match result {
-            Ok(series) => record.scraped(target.admin_addr, at, series),
+            Ok(scrape) => record.scraped(target.admin_addr, at, scrape),
             Err(e) => {
                 record.failures += 1;
                 record.last_error = Some(e);
@@ -223,7 +220,7 @@ impl EmbeddedTelemetry {
                     .last_success
                     .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 last_error: p.last_error.clone(),
-                series: p.last.as_ref().map_or(0, |(_, s)| s.len()),
+                series: p.last.as_ref().map_or(0, |(_, s)| s.series.len()),
             })
             .collect()
     }
@@ -252,28 +249,36 @@ impl ProxyRecord {
         }
     }
 
-    fn scraped(&mut self, addr: SocketAddr, at: Instant, series: HashMap<SeriesKey, Counters>) {
+    fn scraped(&mut self, addr: SocketAddr, at: Instant, scrape: Scrape) {
         self.last_success = Some(at);
         self.last_success_unix_ms = Some(unix_ms(SystemTime::now()));
         self.last_error = None;
         let increases: Vec<(SeriesKey, Increase)> = match &self.last {
             // The first scrape is only a baseline: when its counts happened is unknown.
             None => Vec::new(),
-            // Another admin address is another process, counting from zero.
-            Some((last_addr, _)) if *last_addr != addr => series
-                .iter()
-                .filter_map(|(k, c)| Some((k.clone(), c.increase_since(None)?)))
-                .collect(),
-            Some((_, last)) => series
-                .iter()
-                .filter_map(|(k, c)| Some((k.clone(), c.increase_since(last.get(k))?)))
-                .collect(),
+            // Another admin address or start time is another process, counting from zero.
+            Some((last_addr, last))
+                if *last_addr != addr || last.start_time != scrape.start_time =>
+            {
+                since(&scrape, None)
+            }
+            Some((_, last)) => since(&scrape, Some(last)),
         };
         if !increases.is_empty() {
             self.increases.push_back((at, increases));
         }
-        self.last = Some((addr, series));
+        self.last = Some((addr, scrape));
     }
+}
+
+/// Each series' increase since `earlier` (of the same process), or since zero.
+fn since(scrape: &Scrape, earlier: Option<&Scrape>) -> Vec<(SeriesKey, Increase)> {
+    let before = |k: &SeriesKey| -> Option<&Counters> { earlier?.series.get(k) };
+    scrape
+        .series
+        .iter()
+        .filter_map(|(k, c)| Some((k.clone(), c.increase_since(before(k))?)))
+        .collect()
 }
 
 /// A proxy's scrapes, for /debug/telemetryz.
@@ -292,6 +297,17 @@ pub struct ProxyScrapes {
     pub last_error: Option<String>,
     /// Outbound (service, version) series in its last successful scrape.
     pub series: usize,
+}
+
+/// One GET of a proxy's /metrics, parsed.
+async fn scrape(
+    client: &HttpClient,
+    target: &AdminTarget,
+    timeout: Duration,
+) -> Result<Scrape, String> {
+    let url = format!("http://{}/metrics", target.admin_addr);
+    let body = http_get(client, &url, timeout, MAX_SCRAPE_BYTES).await?;
+    text::parse(&String::from_utf8_lossy(&body)).map_err(|e| format!("{url}: {e}"))
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

@@ -18,6 +18,7 @@ mod text;
 pub use embedded::{EmbeddedSource, EmbeddedTelemetry};
 pub use prometheus::PrometheusSource;
 
+use counters::SeriesKey;
 use graymesh_release::analysis::{MetricsSource, VersionRef, VersionStats};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
@@ -93,8 +94,8 @@ pub struct Telemetry {
     pub source: Arc<dyn MetricsSource>,
     /// The scraper's state, when the source is the embedded one.
     pub embedded: Option<EmbeddedTelemetry>,
-    /// The server's URL, when the source is Prometheus.
-    pub prometheus: Option<String>,
+    /// The same source, when it is Prometheus.
+    pub prometheus: Option<Arc<PrometheusSource>>,
     pub resolve: ResolveHost,
 }
 
@@ -107,33 +108,44 @@ impl Telemetry {
         }
     }
 
-    /// /debug/telemetryz without a query: every (service, version) the embedded source saw
-    /// traffic for, with its last `window`, and every proxy's scrapes.
-    pub fn overview(&self, window: Duration) -> serde_json::Value {
-        let mut versions = Vec::new();
-        let mut proxies = serde_json::Value::Null;
-        let mut period_ms = serde_json::Value::Null;
+    /// /debug/telemetryz without a query: every (service, version) with traffic in the last
+    /// `window`, with that window, and who scraped which proxy when: pilot's own scrapes, or
+    /// Prometheus' targets.
+    pub async fn overview(&self, window: Duration) -> serde_json::Value {
+        let mut answer = json!({
+            "source": self.source_name(),
+            "window_seconds": window.as_secs_f64(),
+        });
         if let Some(embedded) = &self.embedded {
             let now = tokio::time::Instant::now();
-            for key in embedded.series() {
-                let stats = embedded.window_at(&key, window, now);
-                versions.push(json!({
-                    "service": key.service,
-                    "version": key.version,
-                    "window": result_json(&stats),
-                }));
-            }
-            proxies = json!(embedded.proxies());
-            period_ms = json!(embedded.period().as_millis() as u64);
+            let versions: Vec<serde_json::Value> = embedded
+                .series()
+                .into_iter()
+                .map(|key| version_json(&key, &embedded.window_at(&key, window, now)))
+                .collect();
+            answer["scrape_period_ms"] = json!(embedded.period().as_millis() as u64);
+            answer["versions"] = json!(versions);
+            answer["proxies"] = json!(embedded.proxies());
         }
-        json!({
-            "source": self.source_name(),
-            "prometheus_url": self.prometheus,
-            "scrape_period_ms": period_ms,
-            "window_seconds": window.as_secs_f64(),
-            "versions": versions,
-            "proxies": proxies,
-        })
+        if let Some(prometheus) = &self.prometheus {
+            answer["prometheus_url"] = json!(prometheus.url());
+            answer["versions"] = match prometheus.series(window).await {
+                Ok(keys) => {
+                    let mut versions = Vec::new();
+                    for key in keys {
+                        let stats = prometheus.stats(&key, window).await;
+                        versions.push(version_json(&key, &stats));
+                    }
+                    json!(versions)
+                }
+                Err(e) => json!({ "error": e }),
+            };
+            answer["prometheus_targets"] = match prometheus.targets().await {
+                Ok(targets) => targets,
+                Err(e) => json!({ "error": e }),
+            };
+        }
+        answer
     }
 
     /// One version's window from the source pilot uses (what the controller would get).
@@ -149,6 +161,14 @@ impl Telemetry {
             "window": result_json(&stats),
         })
     }
+}
+
+fn version_json(key: &SeriesKey, stats: &Result<VersionStats, String>) -> serde_json::Value {
+    json!({
+        "service": key.service,
+        "version": key.version,
+        "window": result_json(stats),
+    })
 }
 
 fn result_json(stats: &Result<VersionStats, String>) -> serde_json::Value {

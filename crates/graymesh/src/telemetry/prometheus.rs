@@ -145,30 +145,10 @@ pub(super) fn encode(text: &str) -> String {
     out
 }
 
-/// `{"status":"success","data":{"resultType":"vector","result":[{"value":[t,"1.5"]}]}}` ⇒ 1.5.
+/// `{"status":"success","data":{"resultType":"vector","result":[{"value":[t,"1.5"]}]}}` ⇒ 1.5;
+/// an empty vector (no such series) or NaN (a quantile of nothing) ⇒ `None`.
 pub(super) fn parse_answer(body: &[u8]) -> Result<Option<f64>, String> {
-    let answer: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "answer is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        )
-    })?;
-    if answer["status"] != "success" {
-        return Err(format!(
-            "status {}: {} {}",
-            answer["status"], answer["errorType"], answer["error"]
-        ));
-    }
-    let data = &answer["data"];
-    if data["resultType"] != "vector" {
-        return Err(format!(
-            "expected a vector, got resultType {}",
-            data["resultType"]
-        ));
-    }
-    let result = data["result"]
-        .as_array()
-        .ok_or("data.result is not a list")?;
+    let result = vector(body)?;
     match result.as_slice() {
         [] => Ok(None),
         [one] => {
@@ -185,6 +165,92 @@ pub(super) fn parse_answer(body: &[u8]) -> Result<Option<f64>, String> {
             }
         }
         more => Err(format!("expected one sample, got {}", more.len())),
+    }
+}
+
+/// The samples of a successful instant-vector answer.
+fn vector(body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
+    let mut answer = api_answer(body)?;
+    let data = &mut answer["data"];
+    if data["resultType"] != "vector" {
+        return Err(format!(
+            "expected a vector, got resultType {}",
+            data["resultType"]
+        ));
+    }
+    match data["result"].take() {
+        serde_json::Value::Array(samples) => Ok(samples),
+        _ => Err("data.result is not a list".into()),
+    }
+}
+
+/// Any API answer with `status: success`; otherwise Prometheus' own error.
+fn api_answer(body: &[u8]) -> Result<serde_json::Value, String> {
+    let answer: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "answer is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )
+    })?;
+    if answer["status"] != "success" {
+        return Err(format!(
+            "status {}: {} {}",
+            answer["status"], answer["errorType"], answer["error"]
+        ));
+    }
+    Ok(answer)
+}
+
+// === what /debug/telemetryz shows of Prometheus ===
+
+impl PrometheusSource {
+    /// Every (service, version) with outbound requests in the last `window`.
+    pub async fn series(&self, window: Duration) -> Result<Vec<SeriesKey>, String> {
+        let query = format!(
+            r#"count by (destination_service, destination_version) (increase(graymesh_proxy_requests_total{{direction="{COUNTED_DIRECTION}"}}[{}]))"#,
+            range(window)?
+        );
+        let url = format!("{}/api/v1/query?query={}", self.base, encode(&query));
+        let body = http_get(&self.client, &url, QUERY_TIMEOUT, MAX_ANSWER_BYTES).await?;
+        let samples = vector(&body).map_err(|e| format!("{url}: {e}"))?;
+        let mut keys: Vec<SeriesKey> = samples
+            .iter()
+            .map(|s| SeriesKey {
+                service: s["metric"]["destination_service"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+                version: s["metric"]["destination_version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Prometheus' scrape targets: what it scraped, when, and its last error.
+    pub async fn targets(&self) -> Result<serde_json::Value, String> {
+        let url = format!("{}/api/v1/targets?state=active", self.base);
+        let body = http_get(&self.client, &url, QUERY_TIMEOUT, MAX_ANSWER_BYTES).await?;
+        let answer = api_answer(&body).map_err(|e| format!("{url}: {e}"))?;
+        let targets = answer["data"]["activeTargets"]
+            .as_array()
+            .ok_or_else(|| format!("{url}: data.activeTargets is not a list"))?;
+        Ok(targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "scrape_url": t["scrapeUrl"],
+                    "job": t["labels"]["job"],
+                    "health": t["health"],
+                    "last_scrape": t["lastScrape"],
+                    "last_scrape_duration_seconds": t["lastScrapeDuration"],
+                    "last_error": t["lastError"],
+                })
+            })
+            .collect())
     }
 }
 

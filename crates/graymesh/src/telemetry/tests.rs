@@ -5,7 +5,7 @@
 use super::counters::{quantile, Counters, SeriesKey};
 use super::embedded::EmbeddedTelemetry;
 use super::prometheus::{encode, parse_answer};
-use super::text::parse;
+use super::text::{parse, Scrape};
 use graymesh_xds::node::NodeKind;
 use graymesh_xds::status::AdminTarget;
 use std::collections::HashMap;
@@ -45,7 +45,17 @@ fn parses_what_the_proxy_encodes() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
 
-    let series = parse(&text).unwrap();
+    let scrape = parse(&text).unwrap();
+    let start = scrape.start_time.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start <= now && start > now - 60.0,
+        "start time {start}, now {now}"
+    );
+    let series = scrape.series;
     assert_eq!(series.len(), 1, "{series:?}");
     let c = &series[&key("v2")];
     assert_eq!((c.requests, c.server_errors), (5, 2));
@@ -68,7 +78,7 @@ graymesh_proxy_request_duration_seconds_bucket{le="+Inf",direction="outbound",de
 graymesh_proxy_retries_total 5
 # EOF
 "#;
-    let series = parse(text).unwrap();
+    let series = parse(text).unwrap().series;
     let c = &series[&SeriesKey {
         service: "a.b".into(),
         version: "v\"1".into(),
@@ -170,17 +180,15 @@ fn target(node: &str, port: u16) -> AdminTarget {
     }
 }
 
-fn scrape(version: &str, requests: u64, errors: u64) -> HashMap<SeriesKey, Counters> {
-    let mut out = HashMap::new();
-    out.insert(
-        key(version),
-        counters(
-            requests,
-            errors,
-            &[(0.01, requests), (f64::INFINITY, requests)],
-        ),
-    );
-    out
+fn scrape(version: &str, requests: u64, errors: u64) -> Scrape {
+    scrape_of(Some(1.0), version, requests, errors)
+}
+
+fn scrape_of(start_time: Option<f64>, version: &str, requests: u64, errors: u64) -> Scrape {
+    let mut series = HashMap::new();
+    let buckets = [(0.01, requests), (f64::INFINITY, requests)];
+    series.insert(key(version), counters(requests, errors, &buckets));
+    Scrape { start_time, series }
 }
 
 #[test]
@@ -232,6 +240,38 @@ fn windows_add_up_increases_across_proxies_restarts_and_disconnects() {
         .window_at(&key("v2"), Duration::from_secs(60), at(70))
         .unwrap_err();
     assert!(err.contains("no proxy was scraped successfully"), "{err}");
+}
+
+#[test]
+fn a_new_start_time_is_a_new_process_even_past_its_old_counts() {
+    let t = EmbeddedTelemetry::new(Duration::from_secs(1), Duration::from_secs(60));
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    t.record(
+        &target("a", 1000),
+        at(0),
+        Ok(scrape_of(Some(10.0), "v1", 5, 0)),
+    );
+    t.record(
+        &target("a", 1000),
+        at(1),
+        Ok(scrape_of(Some(10.0), "v1", 8, 0)),
+    );
+    // Restarted at 11.5 and counted 9 already: more than the 8 before, still all new.
+    t.record(
+        &target("a", 1000),
+        at(2),
+        Ok(scrape_of(Some(11.5), "v1", 9, 0)),
+    );
+    t.record(
+        &target("a", 1000),
+        at(3),
+        Ok(scrape_of(Some(11.5), "v1", 10, 0)),
+    );
+    let w = t
+        .window_at(&key("v1"), Duration::from_secs(10), at(3))
+        .unwrap();
+    assert_eq!(w.requests, 3 + 9 + 1);
 }
 
 #[test]

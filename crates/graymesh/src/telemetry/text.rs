@@ -1,8 +1,9 @@
-//! Reading a proxy's `/metrics` (Prometheus / OpenMetrics text): only the two families the
-//! analysis needs, `graymesh_proxy_requests_total` and
-//! `graymesh_proxy_request_duration_seconds_bucket`, only `direction="outbound"` (see
+//! Reading a proxy's `/metrics` (Prometheus / OpenMetrics text): only what the analysis needs,
+//! `graymesh_proxy_requests_total` and `graymesh_proxy_request_duration_seconds_bucket`, only
+//! `direction="outbound"` (see
 //! ARCHITECTURE.md, "Telemetry for analysis": each request is counted once, by its caller's
-//! proxy), summed per (destination_service, destination_version).
+//! proxy), summed per (destination_service, destination_version); and
+//! `graymesh_proxy_start_time_seconds`, which tells one process from the next.
 //!
 //! Every other line is skipped unread; a malformed line of those two families is an error
 //! naming the line, so a proxy that writes something unexpected is seen on /debug/telemetryz
@@ -13,22 +14,35 @@ use std::collections::HashMap;
 
 const REQUESTS: &str = "graymesh_proxy_requests_total";
 const BUCKETS: &str = "graymesh_proxy_request_duration_seconds_bucket";
+const START_TIME: &str = "graymesh_proxy_start_time_seconds";
 /// The direction counted; the other one (`inbound`, the destination's sidecar) would count the
 /// same requests a second time.
 pub const COUNTED_DIRECTION: &str = "outbound";
 
-/// The cumulative counters of one scrape, per (service, version).
-pub fn parse(text: &str) -> Result<HashMap<SeriesKey, Counters>, String> {
-    let mut out: HashMap<SeriesKey, Counters> = HashMap::new();
+/// One scrape of one proxy.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// When the proxy process started, if it says (`graymesh_proxy_start_time_seconds`).
+    pub start_time: Option<f64>,
+    /// Its cumulative counters, per (service, version).
+    pub series: HashMap<SeriesKey, Counters>,
+}
+
+pub fn parse(text: &str) -> Result<Scrape, String> {
+    let mut out = Scrape::default();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim_end();
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
-        if name != REQUESTS && name != BUCKETS {
+        if name != REQUESTS && name != BUCKETS && name != START_TIME {
             continue; // comments, other families, blank lines
         }
-        let sample = Sample::parse(&line[name_end..])
-            .map_err(|e| format!("line {}: {e}: {line:?}", index + 1))?;
+        let at = |e: String| format!("line {}: {e}: {line:?}", index + 1);
+        let sample = Sample::parse(&line[name_end..]).map_err(at)?;
+        if name == START_TIME {
+            out.start_time = Some(sample.value);
+            continue;
+        }
         if sample.label("direction") != Some(COUNTED_DIRECTION) {
             continue;
         }
@@ -36,13 +50,13 @@ pub fn parse(text: &str) -> Result<HashMap<SeriesKey, Counters>, String> {
             service: sample.label("destination_service").unwrap_or("").into(),
             version: sample.label("destination_version").unwrap_or("").into(),
         };
-        let counters = out.entry(key).or_default();
+        let counters = out.series.entry(key).or_default();
         let added = if name == REQUESTS {
             add_request(counters, &sample)
         } else {
             add_bucket(counters, &sample)
         };
-        added.map_err(|e| format!("line {}: {e}: {line:?}", index + 1))?;
+        added.map_err(at)?;
     }
     Ok(out)
 }
@@ -90,9 +104,12 @@ fn count(value: f64) -> Result<u64, String> {
     }
 }
 
+/// A sample's labels, in the order written.
+type Labels = Vec<(String, String)>;
+
 /// One sample line: its labels and value (timestamp and exemplar, if any, ignored).
 struct Sample {
-    labels: Vec<(String, String)>,
+    labels: Labels,
     value: f64,
 }
 
@@ -126,7 +143,7 @@ impl Sample {
 }
 
 /// `a="b",c="d\"e"} rest` ⇒ the pairs and `rest`.
-fn labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut out = Vec::new();
     loop {
         s = s.trim_start();

@@ -35,6 +35,10 @@ pub fn judge(step: &AnalysisStep, baseline: &VersionStats, canary: &VersionStats
             canary.requests, step.min_requests
         ));
     }
+    if canary.requests == 0 {
+        // Only with minRequests 0 (validation refuses it): no rate can be computed.
+        return Verdict::Hold("no requests to the new version: nothing to judge".into());
+    }
     let mut findings = Findings::default();
     if let Some(t) = &step.success_rate {
         success_rate(t, baseline, canary, &mut findings);
@@ -86,10 +90,7 @@ fn success_rate(
     canary: &VersionStats,
     f: &mut Findings,
 ) {
-    let rate = percent(
-        canary.requests - canary.server_errors.min(canary.requests),
-        canary.requests,
-    );
+    let rate = success_percent(canary);
     if let Some(min) = t.min {
         f.check(
             rate + EPSILON >= min,
@@ -103,24 +104,17 @@ fn success_rate(
                 "success rate {}%: no requests to the old version to compare with (maxDropFromBaseline {max_drop})",
                 num(rate)
             ));
-            return;
+        } else {
+            let base = success_percent(baseline);
+            points_from_baseline(
+                f,
+                "success rate",
+                base - rate,
+                Shift::Drop,
+                (rate, base),
+                max_drop,
+            );
         }
-        let base = percent(
-            baseline.requests - baseline.server_errors.min(baseline.requests),
-            baseline.requests,
-        );
-        let drop = base - rate;
-        let text = format!(
-            "success rate {}% is {} points below the old version's {}%",
-            num(rate),
-            num(drop.max(0.0)),
-            num(base)
-        );
-        f.check(
-            drop <= max_drop + EPSILON,
-            format!("{text} (max drop {})", num(max_drop)),
-            format!("{text} > max drop {}", num(max_drop)),
-        );
     }
 }
 
@@ -139,31 +133,31 @@ fn latency(t: &LatencyThreshold, baseline: &VersionStats, canary: &VersionStats,
         );
     }
     if let Some(max_ratio) = t.max_ratio_to_baseline {
-        let base = match baseline.p99 {
-            Some(base) if baseline.requests > 0 => base,
-            _ => {
-                f.held.push(format!(
-                    "p99 {}: no requests to the old version to compare with (maxRatioToBaseline {max_ratio})",
-                    ms(p99)
-                ));
-                return;
-            }
-        };
-        // A baseline p99 of zero (clock granularity) makes any ratio infinite: compare against
-        // the smallest measurable time instead.
-        let ratio = p99.as_secs_f64() / base.as_secs_f64().max(1e-6);
-        let text = format!(
-            "p99 {} is {}x the old version's {}",
-            ms(p99),
-            num(ratio),
-            ms(base)
-        );
-        f.check(
-            ratio <= max_ratio + EPSILON,
-            format!("{text} (max {}x)", num(max_ratio)),
-            format!("{text} > max {}x", num(max_ratio)),
-        );
+        match baseline.p99.filter(|_| baseline.requests > 0) {
+            Some(base) => latency_ratio(f, p99, base, max_ratio),
+            None => f.held.push(format!(
+                "p99 {}: no requests to the old version to compare with (maxRatioToBaseline {max_ratio})",
+                ms(p99)
+            )),
+        }
     }
+}
+
+fn latency_ratio(f: &mut Findings, p99: Duration, base: Duration, max_ratio: f64) {
+    // A baseline p99 of zero (clock granularity) makes any ratio infinite: compare against the
+    // smallest measurable time instead.
+    let ratio = p99.as_secs_f64() / base.as_secs_f64().max(1e-6);
+    let text = format!(
+        "p99 {} is {}x the old version's {}",
+        ms(p99),
+        num(ratio),
+        ms(base)
+    );
+    f.check(
+        ratio <= max_ratio + EPSILON,
+        format!("{text} (max {}x)", num(max_ratio)),
+        format!("{text} > max {}x", num(max_ratio)),
+    );
 }
 
 fn grpc_error_rate(
@@ -189,22 +183,56 @@ fn grpc_error_rate(
                 "gRPC error rate {}%: no gRPC calls to the old version to compare with (maxRiseFromBaseline {max_rise})",
                 num(rate)
             ));
-            return;
+        } else {
+            let base = percent(baseline.grpc_errors, baseline.grpc_requests);
+            points_from_baseline(
+                f,
+                "gRPC error rate",
+                rate - base,
+                Shift::Rise,
+                (rate, base),
+                max_rise,
+            );
         }
-        let base = percent(baseline.grpc_errors, baseline.grpc_requests);
-        let rise = rate - base;
-        let text = format!(
-            "gRPC error rate {}% is {} points above the old version's {}%",
-            num(rate),
-            num(rise.max(0.0)),
-            num(base)
-        );
-        f.check(
-            rise <= max_rise + EPSILON,
-            format!("{text} (max rise {})", num(max_rise)),
-            format!("{text} > max rise {}", num(max_rise)),
-        );
     }
+}
+
+/// Which way a rate may move from the old version's by at most some points.
+enum Shift {
+    Drop,
+    Rise,
+}
+
+/// `what` moved `points` (in the bad direction; negative is better) from the old version's:
+/// `(rate, base)` are the new and the old version's rates.
+fn points_from_baseline(
+    f: &mut Findings,
+    what: &str,
+    points: f64,
+    shift: Shift,
+    (rate, base): (f64, f64),
+    max: f64,
+) {
+    let (way, name) = match shift {
+        Shift::Drop => ("below", "drop"),
+        Shift::Rise => ("above", "rise"),
+    };
+    let text = format!(
+        "{what} {}% is {} points {way} the old version's {}%",
+        num(rate),
+        num(points.max(0.0)),
+        num(base)
+    );
+    f.check(
+        points <= max + EPSILON,
+        format!("{text} (max {name} {})", num(max)),
+        format!("{text} > max {name} {}", num(max)),
+    );
+}
+
+/// Requests answered without a 5xx, in percent; callers make sure there were requests.
+fn success_percent(s: &VersionStats) -> f64 {
+    percent(s.requests - s.server_errors.min(s.requests), s.requests)
 }
 
 // === formatting ===

@@ -293,6 +293,18 @@ fn sub_millisecond_latencies_keep_their_decimals() {
 }
 
 #[test]
+fn no_traffic_holds_even_without_a_minimum() {
+    let step = AnalysisStep {
+        min_requests: 0,
+        ..min_success(99.0)
+    };
+    assert_eq!(
+        judge(&step, &VersionStats::default(), &VersionStats::default()),
+        hold("no requests to the new version: nothing to judge")
+    );
+}
+
+#[test]
 fn a_missing_p99_with_traffic_holds() {
     let canary = VersionStats {
         p99: None,
