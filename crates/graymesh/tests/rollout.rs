@@ -384,6 +384,12 @@ async fn a_pilot_killed_mid_rollout_resumes_at_the_same_step_and_the_rollout_is_
     let load = Load::start(m.proxy.local);
     apply(&m.pilot, &m.dir, SHIFTS);
     let before = wait_for_step(&m.pilot, 1, "Progressing").await;
+    // the proxy has the step (the store had it first)
+    let (share, n) = load.v2_share_after(Instant::now()).await;
+    assert!(
+        (share - 0.20).abs() < 0.07,
+        "v2 share at 80/20: {share} over {n}"
+    );
 
     // pilot dies: the proxy keeps routing with the config it has
     m.pilot.process.kill();
