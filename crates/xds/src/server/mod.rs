@@ -6,6 +6,7 @@
 //! per-stream versions, nonces and ACK/NACK state.
 
 mod delta;
+mod ordering;
 mod sotw;
 mod stream;
 #[cfg(test)]
