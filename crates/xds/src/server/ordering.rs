@@ -101,7 +101,8 @@ impl PushOrder {
         let mut waited = BTreeSet::new();
         for t in [TypeUrl::Listener, TypeUrl::Route] {
             for (name, r) in target.of(t) {
-                if client.sent_version(t, name) == Some(r.version.as_str()) {
+                let has_it = client.sent_version(t, name) == Some(r.version.as_str());
+                if has_it || !client.delivers(t, name) {
                     continue;
                 }
                 let deps = deps(target, r);
@@ -206,17 +207,19 @@ fn ready(target: &ResourceSet, client: &impl ClientView, cluster: &NamedResource
 /// Clusters (and their load assignments) gone from the target that something the client holds
 /// or was sent still points at.
 fn kept(target: &ResourceSet, client: &impl ClientView) -> BTreeSet<(TypeUrl, String)> {
+    let mut gone = client.clusters();
+    gone.retain(|(c, _)| !target.of(TypeUrl::Cluster).contains_key(c));
+    if gone.is_empty() {
+        return BTreeSet::new(); // the usual case: no walk over the routes
+    }
     let referenced = client.referenced_clusters();
     let mut kept = BTreeSet::new();
-    for (c, endpoints) in client.clusters() {
-        let in_use = referenced.as_ref().is_none_or(|r| r.contains(&c));
-        if !in_use || target.of(TypeUrl::Cluster).contains_key(&c) {
+    for (c, endpoints) in gone {
+        if referenced.as_ref().is_some_and(|r| !r.contains(&c)) {
             continue;
         }
-        if let Some(e) = endpoints {
-            if !target.of(TypeUrl::Endpoint).contains_key(&e) {
-                kept.insert((TypeUrl::Endpoint, e));
-            }
+        if let Some(e) = endpoints.filter(|e| !target.of(TypeUrl::Endpoint).contains_key(e)) {
+            kept.insert((TypeUrl::Endpoint, e));
         }
         kept.insert((TypeUrl::Cluster, c));
     }

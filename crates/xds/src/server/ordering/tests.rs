@@ -240,12 +240,15 @@ fn a_new_listener_waits_for_the_clusters_of_the_routes_it_reads() {
     assert_eq!(held(&plan), [(L, "l"), (R, "r")]);
 }
 
+/// What the client does between two plans.
+type Act = fn(&mut Client, &ResourceSet, &Plan);
+
 #[test]
 fn a_removed_cluster_stays_until_the_routes_without_it_are_acked() {
     let mut order = PushOrder::new(HOLD_TIMEOUT);
     let mut client = Client::synced(&world(&["a", "b"], &["a", "b"]));
     let next = world(&["a"], &["a"]);
-    let steps: [(&str, fn(&mut Client, &ResourceSet, &Plan)); 3] = [
+    let steps: [(&str, Act); 3] = [
         ("nothing sent yet", |_, _, _| {}),
         ("route sent", |c, w, p| c.send_planned(w, p, R)),
         ("route ACKed", |c, _, _| c.ack(R)),
@@ -387,6 +390,12 @@ fn clusters_a_client_asks_for_by_name_only_after_the_route_are_not_waited_for() 
     let next = world(&["a", "b"], &["a", "b"]);
     let plan = order.plan(&next, &client, Instant::now());
     assert!(plan.is_quiet(), "gRPC subscribes b once it sees the route");
+
+    // A route the client did not subscribe to is not waited on (nor timed) at all.
+    let mut client = Client::synced(&world(&["a"], &["a"]));
+    client.by_name.insert(R, BTreeSet::new());
+    let plan = order.plan(&next, &client, Instant::now());
+    assert!(plan.is_quiet() && plan.wake_at.is_none(), "{plan:?}");
 
     // Not subscribed to endpoints at all: the ACKed cluster is enough.
     let mut client = Client::synced(&world(&["a"], &["a"]));
