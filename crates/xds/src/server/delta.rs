@@ -38,6 +38,15 @@ impl Holding {
     }
 }
 
+/// What a reconnecting client says it holds: the current resource if the version matches (its
+/// references are then known), else only the version.
+fn reported(all: &crate::resources::ByName, name: &str, version: String) -> Holding {
+    match all.get(name) {
+        Some(r) if r.version == version => Holding::Sent(r.clone()),
+        _ => Holding::Reported(version),
+    }
+}
+
 /// A response not yet answered: what it changed, applied to `acked` on its ACK.
 #[derive(Debug)]
 struct InFlight {
@@ -158,6 +167,7 @@ impl DeltaStream {
             }
         }
         let first = !self.types.contains_key(&t);
+        let resources = self.ctx.generation.resources(&self.ctx.class).await;
         let state = self.types.entry(t).or_default();
         if first {
             state.wildcard = t.wildcard_capable() && req.resource_names_subscribe.is_empty();
@@ -166,7 +176,10 @@ impl DeltaStream {
                 .initial_resource_versions
                 .clone()
                 .into_iter()
-                .map(|(name, version)| (name, Holding::Reported(version)))
+                .map(|(name, version)| {
+                    let holding = reported(resources.of(t), &name, version);
+                    (name, holding)
+                })
                 .collect();
             state.acked = state.sent.clone();
             state.unanswered = true;

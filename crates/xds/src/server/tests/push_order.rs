@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use graymesh_model::{build_config_set, parse_str, ConfigSet};
 use prost::Message;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -339,13 +339,30 @@ fn delta_routed_to(resp: &DeltaDiscoveryResponse) -> BTreeSet<String> {
     }))
 }
 
+type Held = BTreeMap<&'static str, HashMap<String, String>>;
+
 async fn delta_connect(
     h: &Harness,
 ) -> (
     mpsc::Sender<DeltaDiscoveryRequest>,
     Streaming<DeltaDiscoveryResponse>,
 ) {
+    let (tx, rx, _) = delta_connect_holding(h, &Held::new()).await;
+    (tx, rx)
+}
+
+/// Subscribe all four types, clusters first, saying the client already holds `initial`, ACK
+/// every answer, and return what the client then holds.
+async fn delta_connect_holding(
+    h: &Harness,
+    initial: &Held,
+) -> (
+    mpsc::Sender<DeltaDiscoveryRequest>,
+    Streaming<DeltaDiscoveryResponse>,
+    Held,
+) {
     let (tx, mut rx) = h.delta().await;
+    let mut held = initial.clone();
     for (t, names) in [
         (CLUSTER, vec![]),
         (ENDPOINT, vec![DEFAULT, V1, V2]),
@@ -353,12 +370,22 @@ async fn delta_connect(
         (ROUTE, vec!["outbound"]),
     ] {
         let node = if t == CLUSTER { envoy_node() } else { None };
-        tx.send(dreq(t, &names, node)).await.unwrap();
+        let request = DeltaDiscoveryRequest {
+            initial_resource_versions: initial.get(t).cloned().unwrap_or_default(),
+            ..dreq(t, &names, node)
+        };
+        tx.send(request).await.unwrap();
         let resp = next(&mut rx).await;
         assert_eq!(resp.type_url, t);
+        let versions = held.entry(t).or_default();
+        versions.extend(
+            resp.resources
+                .iter()
+                .map(|r| (r.name.clone(), r.version.clone())),
+        );
         tx.send(dack(&resp)).await.unwrap();
     }
-    (tx, rx)
+    (tx, rx, held)
 }
 
 #[tokio::test]
@@ -408,4 +435,26 @@ async fn delta_a_removed_cluster_is_withdrawn_only_after_the_route_ack() {
         removed.push(resp.type_url);
     }
     assert_eq!(removed, [CLUSTER, ENDPOINT]);
+}
+
+#[tokio::test]
+async fn delta_a_reconnected_client_gets_removals_after_its_route_ack() {
+    let h = start().await;
+    let (_, _, held) = delta_connect_holding(&h, &Held::new()).await;
+    // Reconnect saying what it holds: nothing is sent again.
+    let (tx, mut rx, _) = delta_connect_holding(&h, &held).await;
+
+    // The versions it reported match the current resources, so their references are known:
+    // v1 is withdrawn after the route without it is ACKed (not kept for ever).
+    h.publish(config(&["v2"], &[("v2", 100)]), &[]);
+    let rds = next(&mut rx).await;
+    assert_eq!(rds.type_url, ROUTE);
+    tx.send(dack(&rds)).await.unwrap();
+    for t in [CLUSTER, ENDPOINT] {
+        let resp = next(&mut rx).await;
+        assert_eq!(
+            (resp.type_url.as_str(), &resp.removed_resources[..]),
+            (t, &[V1.to_string()][..])
+        );
+    }
 }
