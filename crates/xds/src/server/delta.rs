@@ -22,6 +22,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Unanswered responses remembered per type.
+const IN_FLIGHT_KEPT: usize = 16;
+
 /// One resource a client holds: sent on this stream, or reported by version on reconnect.
 #[derive(Debug, Clone)]
 enum Holding {
@@ -76,8 +79,12 @@ impl TypeState {
         self.wildcard || self.names.contains(name)
     }
 
-    fn held(&self) -> impl Iterator<Item = (&String, &Holding)> {
-        self.sent.iter().chain(&self.acked)
+    /// What the client may hold: anything sent since what it ACKed, not only the latest.
+    fn held(&self) -> impl Iterator<Item = (&String, Holding)> {
+        let in_flight = self.in_flight.values().flat_map(|f| &f.updated);
+        let in_flight = in_flight.map(|r| (&r.name, Holding::Sent(r.clone())));
+        let known = self.sent.iter().chain(&self.acked);
+        known.map(|(n, h)| (n, h.clone())).chain(in_flight)
     }
 }
 
@@ -85,7 +92,7 @@ impl TypeState {
 struct Known<'a>(&'a HashMap<TypeUrl, TypeState>);
 
 impl Known<'_> {
-    fn held(&self, t: TypeUrl) -> impl Iterator<Item = (&String, &Holding)> {
+    fn held(&self, t: TypeUrl) -> impl Iterator<Item = (&String, Holding)> {
         self.0.get(&t).into_iter().flat_map(TypeState::held)
     }
 }
@@ -122,7 +129,7 @@ impl ClientView for Known<'_> {
     }
 
     fn clusters(&self) -> Vec<(String, Option<String>)> {
-        let endpoints = |name: &String, h: &Holding| match h {
+        let endpoints = |name: &String, h: Holding| match h {
             Holding::Sent(r) => r.refs.endpoints.clone(),
             // Envoy reads the cluster's own name when the service name is left empty.
             Holding::Reported(_) => Some(name.clone()),
@@ -315,6 +322,16 @@ impl DeltaStream {
             removed: removed.clone(),
         };
         state.in_flight.insert(nonce.clone(), in_flight);
+        if state.in_flight.len() > IN_FLIGHT_KEPT {
+            // Nonces count up: forget the oldest response of a client this far behind.
+            let oldest = state
+                .in_flight
+                .keys()
+                .min_by_key(|n| n.parse::<u64>().unwrap_or(0));
+            if let Some(oldest) = oldest.cloned() {
+                state.in_flight.remove(&oldest);
+            }
+        }
         let held = state.sent.len();
         let response = DeltaDiscoveryResponse {
             system_version_info: version.clone(),

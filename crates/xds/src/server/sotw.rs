@@ -108,11 +108,12 @@ fn same_versions(a: &ByName, b: &ByName) -> bool {
 struct Known<'a>(&'a HashMap<TypeUrl, TypeState>);
 
 impl Known<'_> {
+    /// What the client may hold of `t`: any response since the last one it ACKed.
     fn held(&self, t: TypeUrl) -> impl Iterator<Item = &Arc<NamedResource>> {
-        self.0
-            .get(&t)
-            .into_iter()
-            .flat_map(|s| s.sent.values().chain(s.acked.values()))
+        self.0.get(&t).into_iter().flat_map(|s| {
+            let unacked = s.unacked.iter().flat_map(|(_, r)| r.values());
+            s.sent.values().chain(s.acked.values()).chain(unacked)
+        })
     }
 }
 

@@ -280,6 +280,32 @@ async fn sotw_a_removed_cluster_is_withdrawn_only_after_the_route_ack() {
 }
 
 #[tokio::test]
+async fn sotw_a_cluster_named_by_a_route_sent_but_not_acked_stays() {
+    let h = Harness::start().await;
+    h.publish(config(&["v1", "v2", "v3"], &[("v1", 100)]), &[]);
+    let mut envoy = Envoy::connect(&h).await;
+    // The route moves to v2; the client gets it but has not ACKed it yet...
+    h.publish(config(&["v1", "v2", "v3"], &[("v2", 100)]), &[]);
+    let to_v2 = next(&mut envoy.rx).await;
+    assert_eq!(to_v2.type_url, ROUTE);
+    // ...when v2 is removed and the route moves on to v3. The client may be on the v2 route:
+    // the new route goes first, v2 stays.
+    h.publish(config(&["v1", "v3"], &[("v3", 100)]), &[]);
+    let to_v3 = next(&mut envoy.rx).await;
+    assert_eq!(to_v3.type_url, ROUTE, "no CDS without v2 before it");
+    let eds = envoy.barrier("barrier-1").await;
+    let held = names::<ClusterLoadAssignment>(&eds, |e| e.cluster_name.clone());
+    assert!(held.contains(&V2.to_string()), "{held:?}");
+    // The ACK of the older route says nothing of the newer one: v2 still stays.
+    envoy.tx.send(ack(&to_v2, &["outbound"])).await.unwrap();
+    envoy.barrier("barrier-2").await;
+    envoy.tx.send(ack(&to_v3, &["outbound"])).await.unwrap();
+    let cds = next(&mut envoy.rx).await;
+    assert_eq!(cds.type_url, CLUSTER);
+    assert!(!cluster_names(&cds).contains(&V2.to_string()));
+}
+
+#[tokio::test]
 async fn sotw_a_nack_of_the_clusters_releases_the_route() {
     let h = start().await;
     let mut envoy = Envoy::connect(&h).await;
