@@ -8,6 +8,7 @@ pub mod cache;
 pub mod json;
 pub mod metrics;
 pub mod node;
+pub mod references;
 pub mod resources;
 pub mod server;
 pub mod status;

@@ -1,6 +1,8 @@
 //! Encoded resources, ready to send: each with its name and a content version, so a stream can
-//! tell exactly which resources changed since it last sent them.
+//! tell exactly which resources changed since it last sent them, and with what it references, so
+//! a stream can order its pushes.
 
+use crate::references::References;
 use crate::translate::Translation;
 use crate::types::TypeUrl;
 use envoy_types::pb::google::protobuf::Any;
@@ -15,10 +17,16 @@ pub struct NamedResource {
     /// Hash of the encoded bytes: equal content, equal version, on every pilot replica.
     pub version: String,
     pub any: Any,
+    /// What this resource points at (read once, when it is encoded).
+    pub refs: References,
 }
 
 impl NamedResource {
-    pub fn new<M: prost::Message + prost::Name>(name: String, msg: &M) -> Arc<Self> {
+    pub fn new<M: prost::Message + prost::Name>(
+        name: String,
+        msg: &M,
+        refs: References,
+    ) -> Arc<Self> {
         let value = msg.encode_to_vec();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         value.hash(&mut h);
@@ -29,6 +37,7 @@ impl NamedResource {
                 type_url: M::type_url(),
                 value,
             },
+            refs,
         })
     }
 }
@@ -57,25 +66,25 @@ impl ResourceSet {
             TypeUrl::Listener,
             t.listeners
                 .iter()
-                .map(|r| NamedResource::new(r.name.clone(), r)),
+                .map(|r| NamedResource::new(r.name.clone(), r, References::of_listener(r))),
         );
         set.insert_all(
             TypeUrl::Route,
             t.routes
                 .iter()
-                .map(|r| NamedResource::new(r.name.clone(), r)),
+                .map(|r| NamedResource::new(r.name.clone(), r, References::of_route(r))),
         );
         set.insert_all(
             TypeUrl::Cluster,
             t.clusters
                 .iter()
-                .map(|r| NamedResource::new(r.name.clone(), r)),
+                .map(|r| NamedResource::new(r.name.clone(), r, References::of_cluster(r))),
         );
         set.insert_all(
             TypeUrl::Endpoint,
             t.endpoints
                 .iter()
-                .map(|r| NamedResource::new(r.cluster_name.clone(), r)),
+                .map(|r| NamedResource::new(r.cluster_name.clone(), r, References::default())),
         );
         set
     }

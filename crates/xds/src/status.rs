@@ -21,6 +21,9 @@ pub struct TypeSync {
     /// The error of the last NACK, until a later response is ACKed.
     pub nack: Option<String>,
     pub pushes: u64,
+    /// Resources whose newest version is held back until the client ACKs the clusters (and
+    /// endpoints) they point at (make-before-break; at most the hold timeout).
+    pub held_back: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

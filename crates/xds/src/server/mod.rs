@@ -3,9 +3,12 @@
 //! ever delays itself.
 //!
 //! This module knows nothing of Istio: it sends the resource sets the cache gives it and keeps
-//! per-stream versions, nonces and ACK/NACK state.
+//! per-stream versions, nonces and ACK/NACK state. What goes out when is decided per stream by
+//! `ordering` (make-before-break: a route waits for the client's ACK of its clusters, a removed
+//! cluster waits until no route the client holds names it), the same for both protocols.
 
 mod delta;
+mod ordering;
 mod sotw;
 mod stream;
 #[cfg(test)]
@@ -23,6 +26,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use std::collections::BTreeMap;
+use std::time::Duration;
 use stream::{Protocol, StreamCtx};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,6 +40,7 @@ pub struct AdsServer {
     cache: SnapshotCache,
     status: SyncStatus,
     metrics: XdsMetrics,
+    hold_timeout: Duration,
 }
 
 impl AdsServer {
@@ -44,7 +49,15 @@ impl AdsServer {
             cache,
             status,
             metrics,
+            hold_timeout: ordering::HOLD_TIMEOUT,
         }
+    }
+
+    /// How long a listener or route may wait for a client's ACK of the clusters it points at
+    /// before it is sent anyway (default 5 s).
+    pub fn with_hold_timeout(mut self, timeout: Duration) -> Self {
+        self.hold_timeout = timeout;
+        self
     }
 
     /// The tonic service, ready to add to a server. Accepts large requests (big subscriptions).
@@ -145,6 +158,7 @@ impl AdsServer {
                 this.status.clone(),
                 this.metrics.clone(),
                 tx,
+                this.hold_timeout,
             );
             stream::drive(P::new(ctx), first, inbound).await;
             tracing::info!(node = %node.id, protocol = P::NAME, "xDS stream closed");

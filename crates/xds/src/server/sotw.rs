@@ -4,16 +4,25 @@
 //! last sent. A response for a type goes out when the subscription changes or when any resource
 //! the client would receive differs from what it was sent; otherwise nothing is pushed. A stale
 //! nonce (a request answering an older response) is ignored, as the protocol requires.
+//!
+//! What "the client would receive" is the target set as the push order's plan allows it: a held
+//! listener or route stays at the version the client was sent (or is left out if it has none),
+//! a kept cluster stays in the set. A first answer to a subscription waits, rather than leave out
+//! a held resource the client has never had (an empty LDS would look like "no listeners").
 
+use super::ordering::{ClientView, Plan};
 use super::stream::{Closed, Protocol, StreamCtx};
 use crate::metrics::TypeLabel;
-use crate::resources::NamedResource;
+use crate::resources::{ByName, NamedResource, ResourceSet};
 use crate::types::TypeUrl;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Unanswered responses remembered per type; a client this far behind answers the newest.
+const UNACKED_KEPT: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Subscription {
@@ -31,6 +40,13 @@ impl Subscription {
         }
     }
 
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Subscription::Wildcard => true,
+            Subscription::Names(names) => names.contains(name),
+        }
+    }
+
     pub fn describe(&self) -> Vec<String> {
         match self {
             Subscription::Wildcard => vec!["*".into()],
@@ -42,9 +58,96 @@ impl Subscription {
 #[derive(Debug)]
 struct TypeState {
     subscription: Subscription,
-    sent: BTreeMap<String, String>,
+    /// The resources of the latest response.
+    sent: ByName,
+    /// The resources of the latest ACKed response.
+    acked: ByName,
+    /// Responses not answered yet, oldest first, with their resources.
+    unacked: VecDeque<(String, ByName)>,
     nonce: String,
     sent_at: Option<Instant>,
+    /// A request that must be answered even if nothing changed.
+    unanswered: bool,
+}
+
+impl TypeState {
+    /// What the client should hold of `t` now: `all` as `plan` allows, by subscription.
+    fn view(&self, t: TypeUrl, all: &ByName, plan: &Plan) -> ByName {
+        let mut view = ByName::new();
+        for r in self.subscription.select(all) {
+            if !plan.holds(t, &r.name) {
+                view.insert(r.name.clone(), r);
+            } else if let Some(old) = self.sent.get(&r.name) {
+                view.insert(r.name.clone(), old.clone());
+            }
+        }
+        for (name, old) in &self.sent {
+            if plan.keeps(t, name) && self.subscription.includes(name) {
+                view.insert(name.clone(), old.clone());
+            }
+        }
+        view
+    }
+
+    /// A held resource the client asked for and has never been sent.
+    fn lacks_held(&self, t: TypeUrl, plan: &Plan) -> bool {
+        plan.held().any(|(ht, name)| {
+            ht == t && self.subscription.includes(name) && !self.sent.contains_key(name)
+        })
+    }
+}
+
+fn same_versions(a: &ByName, b: &ByName) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((n1, r1), (n2, r2))| n1 == n2 && r1.version == r2.version)
+}
+
+/// The ordering's view of this stream's client.
+struct Known<'a>(&'a HashMap<TypeUrl, TypeState>);
+
+impl Known<'_> {
+    /// What the client may hold of `t`: any response since the last one it ACKed.
+    fn held(&self, t: TypeUrl) -> impl Iterator<Item = &Arc<NamedResource>> {
+        self.0.get(&t).into_iter().flat_map(|s| {
+            let unacked = s.unacked.iter().flat_map(|(_, r)| r.values());
+            s.sent.values().chain(s.acked.values()).chain(unacked)
+        })
+    }
+}
+
+impl ClientView for Known<'_> {
+    fn subscribed(&self, t: TypeUrl) -> bool {
+        self.0.contains_key(&t)
+    }
+
+    fn delivers(&self, t: TypeUrl, name: &str) -> bool {
+        self.0
+            .get(&t)
+            .is_some_and(|s| s.subscription.includes(name))
+    }
+
+    fn acked(&self, t: TypeUrl, name: &str) -> bool {
+        self.0.get(&t).is_some_and(|s| s.acked.contains_key(name))
+    }
+
+    fn sent_version(&self, t: TypeUrl, name: &str) -> Option<&str> {
+        Some(self.0.get(&t)?.sent.get(name)?.version.as_str())
+    }
+
+    fn referenced_clusters(&self) -> Option<BTreeSet<String>> {
+        let refs = self
+            .held(TypeUrl::Listener)
+            .chain(self.held(TypeUrl::Route));
+        Some(refs.flat_map(|r| r.refs.clusters.iter().cloned()).collect())
+    }
+
+    fn clusters(&self) -> Vec<(String, Option<String>)> {
+        self.held(TypeUrl::Cluster)
+            .map(|r| (r.name.clone(), r.refs.endpoints.clone()))
+            .collect()
+    }
 }
 
 pub(super) struct SotwStream {
@@ -53,10 +156,13 @@ pub(super) struct SotwStream {
 }
 
 impl SotwStream {
-    async fn push_changes(&mut self) -> Result<(), Closed> {
+    /// Push every type whose view differs from what was sent (or that owes an answer).
+    async fn sync_all(&mut self) -> Result<(), Closed> {
+        let resources = self.ctx.generation.resources(&self.ctx.class).await;
+        let plan = self.ctx.plan(&resources, &Known(&self.types));
         for t in TypeUrl::ALL {
             if self.types.contains_key(&t) {
-                self.push(t, false).await?;
+                self.push(t, &resources, &plan).await?;
             }
         }
         Ok(())
@@ -73,10 +179,17 @@ impl SotwStream {
                 return Ok(());
             };
             if state.nonce != req.response_nonce {
-                return Ok(()); // answers an older response: superseded already
+                // Answers an older response: superseded already, but an ACK of it still says
+                // what the client holds, which held routes may be waiting for.
+                let acked = req.error_detail.is_none() && self.acked(t, &req.response_nonce);
+                return match acked && self.ctx.waits_for_acks() {
+                    true => self.sync_all().await,
+                    false => Ok(()),
+                };
             }
             self.record_reply(t, &req);
         }
+        let replied = !req.response_nonce.is_empty();
         let names: BTreeSet<String> = req.resource_names.into_iter().collect();
         let current = self.types.get(&t).map(|s| &s.subscription);
         let subscription = if names.is_empty()
@@ -87,31 +200,56 @@ impl SotwStream {
         } else {
             Subscription::Names(names)
         };
-        if first_for_type || req.response_nonce.is_empty() || current != Some(&subscription) {
+        if first_for_type || !replied || current != Some(&subscription) {
             self.subscribe(t, subscription);
-            self.push(t, true).await?;
+            self.sync_all().await
+        } else if self.ctx.waits_for_acks() {
+            self.sync_all().await
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
     fn subscribe(&mut self, t: TypeUrl, subscription: Subscription) {
         let described = subscription.describe();
         self.types
             .entry(t)
-            .and_modify(|s| s.subscription = subscription.clone())
+            .and_modify(|s| {
+                s.subscription = subscription.clone();
+                s.unanswered = true;
+            })
             .or_insert(TypeState {
                 subscription,
-                sent: BTreeMap::new(),
+                sent: ByName::new(),
+                acked: ByName::new(),
+                unacked: VecDeque::new(),
                 nonce: String::new(),
                 sent_at: None,
+                unanswered: true,
             });
         self.ctx
             .status
             .update(self.ctx.handle.id, t.as_str(), |s| s.subscribed = described);
     }
 
+    /// The client ACKed response `nonce` of `t`, the latest or an older one still unanswered:
+    /// it holds what that response carried. Whether `nonce` was one.
+    fn acked(&mut self, t: TypeUrl, nonce: &str) -> bool {
+        let Some(state) = self.types.get_mut(&t) else {
+            return false;
+        };
+        let Some(at) = state.unacked.iter().position(|(n, _)| n == nonce) else {
+            return false;
+        };
+        state.unacked.drain(..at);
+        if let Some((_, resources)) = state.unacked.pop_front() {
+            state.acked = resources;
+        }
+        true
+    }
+
     /// An ACK (no error) or a NACK (error_detail) of our latest response for `t`.
-    fn record_reply(&self, t: TypeUrl, req: &DiscoveryRequest) {
+    fn record_reply(&mut self, t: TypeUrl, req: &DiscoveryRequest) {
         let label = TypeLabel::new(t.short());
         match &req.error_detail {
             Some(err) => {
@@ -120,8 +258,10 @@ impl SotwStream {
                 self.ctx.status.update(self.ctx.handle.id, t.as_str(), |s| {
                     s.nack = Some(err.message.clone())
                 });
+                self.ctx.nacked(t);
             }
             None => {
+                self.acked(t, &req.response_nonce);
                 if let Some(at) = self.types.get(&t).and_then(|s| s.sent_at) {
                     self.ctx
                         .metrics
@@ -137,24 +277,32 @@ impl SotwStream {
         }
     }
 
-    /// Send `t` if anything the client would get differs from what it has (or if `force`).
-    async fn push(&mut self, t: TypeUrl, force: bool) -> Result<(), Closed> {
-        let resources = self.ctx.generation.resources(&self.ctx.class).await;
+    /// Send `t` if its view differs from what the client was sent, or if a request awaits an
+    /// answer that would not leave out a held resource.
+    async fn push(
+        &mut self,
+        t: TypeUrl,
+        resources: &ResourceSet,
+        plan: &Plan,
+    ) -> Result<(), Closed> {
         let Some(state) = self.types.get_mut(&t) else {
             return Ok(());
         };
-        let chosen = state.subscription.select(resources.of(t));
-        let versions: BTreeMap<String, String> = chosen
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
-        if !force && versions == state.sent {
+        let view = state.view(t, resources.of(t), plan);
+        let answer = state.unanswered && !state.lacks_held(t, plan);
+        if !answer && same_versions(&view, &state.sent) {
             return Ok(());
         }
+        let chosen: Vec<Arc<NamedResource>> = view.values().cloned().collect();
+        state.sent = view;
+        state.unanswered = false;
         let nonce = self.ctx.next_nonce();
         let version = self.ctx.generation.version.to_string();
-        state.sent = versions;
         state.nonce = nonce.clone();
+        state.unacked.push_back((nonce.clone(), state.sent.clone()));
+        if state.unacked.len() > UNACKED_KEPT {
+            state.unacked.pop_front();
+        }
         state.sent_at = Some(Instant::now());
         let response = DiscoveryResponse {
             version_info: version.clone(),
@@ -210,7 +358,7 @@ impl Protocol for SotwStream {
         self.handle_request(req)
     }
 
-    fn on_generation(&mut self) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
-        self.push_changes()
+    fn sync(&mut self) -> impl std::future::Future<Output = Result<(), Closed>> + Send {
+        self.sync_all()
     }
 }

@@ -2,6 +2,8 @@
 //! clients drive it. "Nothing else was pushed" is checked with a barrier: a later, different
 //! change whose response must be the very next message on the stream.
 
+mod push_order;
+
 use super::AdsServer;
 use crate::cache::SnapshotCache;
 use crate::metrics::XdsMetrics;
@@ -88,14 +90,19 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with_hold_timeout(super::ordering::HOLD_TIMEOUT).await
+    }
+
+    async fn start_with_hold_timeout(hold: Duration) -> Self {
         let config = config(80, 20);
         let cache = SnapshotCache::new(
             config.clone(),
             Arc::new(RegistrySnapshot::build(&config, &[])),
         );
         let status = SyncStatus::default();
-        let server =
-            AdsServer::new(cache.clone(), status.clone(), XdsMetrics::default()).into_service();
+        let server = AdsServer::new(cache.clone(), status.clone(), XdsMetrics::default())
+            .with_hold_timeout(hold)
+            .into_service();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
@@ -328,6 +335,8 @@ async fn sidecar_empty_cds_request_is_a_wildcard() {
         3,
         "all clusters: default + two subsets"
     );
+    // As Envoy does, ACK the clusters first: the listener routes to them, so it waits for that.
+    tx.send(ack(&resp, &[])).await.unwrap();
     tx.send(request(LISTENER, &[], None)).await.unwrap();
     let lds = next(&mut rx).await;
     assert_eq!(lds.type_url, LISTENER);
