@@ -75,6 +75,8 @@ if "rollback" in r:
         f"{b['v2_share_before']['p50']:.2f} ({b['v2_share_before']['min']:.2f}–{b['v2_share_before']['max']:.2f})", "0.50")
     l = b["load"]
     row("load during the rounds: requests, failed, rate", f"{l['requests']:,}, {l['failed']}, {l['rate_per_s']:.0f} req/s", "")
+    row("sidecars: routing tables installed / attempts retried during the rounds",
+        f"{b['proxies']['tables_installed']:.0f} / {b['proxies']['retries']:.0f}", "")
     row("CPU during the rounds: pilot / all sidecars", f"{b['cpu_s']['pilot']:.1f} / {b['cpu_s']['sidecars']:.1f} CPU-s over {b['cpu_s']['wall']:.0f} s", "")
 if "shifts" in r:
     s = r["shifts"]
@@ -84,6 +86,8 @@ if "shifts" in r:
     row("achieved rate", f"{s['rate_per_s']:.0f} req/s over {s['seconds']:.0f} s", "≥ 2,000 req/s")
     row("answers by version (v1 / v2)", f"{s['answered_v1']:,} / {s['answered_v2']:,}", "")
     row("one shift (10 weight steps, each held by its gate, then promote), p50 / p99 / max", pct(s["shift_ms"]), "")
+    row("sidecars: routing tables installed / attempts retried (Istio's default retry policy is on)",
+        f"{s['proxies']['tables_installed']:.0f} / {s['proxies']['retries']:.0f}", "retried attempts hide nothing only if 0")
     row("CPU during the shifts: pilot / all sidecars", f"{s['cpu_s']['pilot']:.1f} / {s['cpu_s']['sidecars']:.1f} CPU-s over {s['cpu_s']['wall']:.0f} s", "")
     for f in s["shifts_with_failures"]:
         print(f"shift {f['shift']} ({f['from']}→{f['to']}, {f['applied_at_s']:.2f}–{f['promoted_at_s']:.2f} s): {f['failed']} failed")

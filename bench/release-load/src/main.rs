@@ -18,7 +18,7 @@ mod shifts;
 
 use clap::Parser;
 use load::{Load, LoadPlan};
-use mesh::{Mesh, MeshPlan};
+use mesh::{Mesh, MeshPlan, ProxyCounters};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,6 +58,10 @@ struct Args {
     /// Bound of the whole shift phase.
     #[arg(long, default_value_t = 900)]
     budget_s: u64,
+    /// A control, not a figure: the fraction of answers the fake apps fail (500), to check
+    /// that the load counts failures.
+    #[arg(long, default_value_t = 0.0)]
+    app_error_rate: f64,
     #[arg(long)]
     json: PathBuf,
 }
@@ -78,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dir: &args.work.join("config"),
         logs: &args.work.join("logs"),
         sidecars: args.sidecars,
+        app_error_rate: args.app_error_rate,
         timeout: limit,
     })
     .await?;
@@ -116,6 +121,7 @@ async fn rollback_phase(
     };
     let load = Load::start(&mesh.locals(), plan);
     let cpu = Cpu::sample(mesh);
+    let counters = mesh.proxy_counters().await?;
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         let figures = rollback::round(&mesh.pilot, &load, round, limit).await?;
@@ -127,8 +133,10 @@ async fn rollback_phase(
         rounds.push(figures);
     }
     let cpu = cpu.since(mesh);
+    let proxies = proxies_since(mesh, counters).await?;
     let (totals, elapsed, failures) = load.stop().await;
     let mut summary = rollback::summary(&rounds);
+    summary["proxies"] = proxies;
     summary["load"] = json!({
         "requests": totals.requests(),
         "failed": totals.failed,
@@ -158,6 +166,7 @@ async fn shift_phase(
     // across the first and last config change count too.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu = Cpu::sample(mesh);
+    let counters = mesh.proxy_counters().await?;
     let deadline = Instant::now() + budget;
     let shifts = shifts::run(
         &mesh.pilot,
@@ -171,11 +180,21 @@ async fn shift_phase(
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu = cpu.since(mesh);
+    let proxies = proxies_since(mesh, counters).await?;
     let (totals, elapsed, failures) = load.stop().await;
     let shifts = shifts?;
     let mut summary = shifts::summary(&shifts, &totals, elapsed, &failures);
+    summary["proxies"] = proxies;
     summary["cpu_s"] = cpu;
     Ok(summary)
+}
+
+async fn proxies_since(mesh: &Mesh, before: ProxyCounters) -> anyhow::Result<serde_json::Value> {
+    let now = mesh.proxy_counters().await?;
+    Ok(json!({
+        "retries": now.retries - before.retries,
+        "tables_installed": now.tables - before.tables,
+    }))
 }
 
 // === CPU of pilot and the sidecars ===

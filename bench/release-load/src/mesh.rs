@@ -21,7 +21,17 @@ pub struct Mesh {
 pub struct Sidecar {
     /// Where the app would call `reviews:9080`.
     pub local: SocketAddr,
+    pub admin: SocketAddr,
     pub process: Child,
+}
+
+/// Counters of all sidecars together, from their `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyCounters {
+    /// Attempts the sidecars retried (the routes carry Istio's default retry policy).
+    pub retries: f64,
+    /// Routing tables installed (`graymesh_proxy_config_version` goes up by one per install).
+    pub tables: f64,
 }
 
 pub struct MeshPlan<'a> {
@@ -29,13 +39,14 @@ pub struct MeshPlan<'a> {
     pub dir: &'a Path,
     pub logs: &'a Path,
     pub sidecars: usize,
+    pub app_error_rate: f64,
     pub timeout: Duration,
 }
 
 impl Mesh {
     pub async fn start(plan: MeshPlan<'_>) -> anyhow::Result<Mesh> {
-        let v1 = fake_app("v1").await?;
-        let v2 = fake_app("v2").await?;
+        let v1 = fake_app("v1", plan.app_error_rate).await?;
+        let v2 = fake_app("v2", plan.app_error_rate).await?;
         std::fs::create_dir_all(plan.dir)?;
         std::fs::create_dir_all(plan.logs)?;
         std::fs::write(
@@ -82,6 +93,20 @@ impl Mesh {
         self.sidecars.iter().map(|s| s.local).collect()
     }
 
+    pub async fn proxy_counters(&self) -> anyhow::Result<ProxyCounters> {
+        let http = Http1Client::new().with_timeout(Duration::from_secs(5));
+        let mut sum = ProxyCounters::default();
+        for sidecar in &self.sidecars {
+            let text = http
+                .get(&format!("http://{}/metrics", sidecar.admin), &[])
+                .await?
+                .text();
+            sum.retries += metric(&text, "graymesh_proxy_retries_total");
+            sum.tables += metric(&text, "graymesh_proxy_config_version");
+        }
+        Ok(sum)
+    }
+
     /// Pids of pilot and the sidecars, for CPU figures.
     pub fn pids(&self) -> (Option<u32>, Vec<u32>) {
         (
@@ -117,14 +142,27 @@ impl Sidecar {
         ];
         let log = plan.logs.join(format!("proxy-{i}.log"));
         let process = spawn(plan.graymesh, &args, &log)?;
-        Ok(Sidecar { local, process })
+        Ok(Sidecar {
+            local,
+            admin,
+            process,
+        })
     }
 }
 
-async fn fake_app(version: &str) -> anyhow::Result<FakeAppHandle> {
+/// The value of an unlabelled metric in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn fake_app(version: &str, error_rate: f64) -> anyhow::Result<FakeAppHandle> {
     FakeApp::builder()
         .service("reviews")
         .version(version)
+        .error_rate(error_rate)
         .start()
         .await
 }

@@ -52,6 +52,15 @@ pub async fn run(
             view["phase"] == "Promoted" && view["newVersion"] == to,
             "shift {i}: not promoted to {to}: {view:#}"
         );
+        if (i + 1) % 10 == 0 {
+            let t = load.totals();
+            eprintln!(
+                "shift {}: {} requests so far, {} failed",
+                i + 1,
+                t.requests(),
+                t.failed
+            );
+        }
         figures.push(ShiftFigures {
             from,
             to,
