@@ -47,6 +47,8 @@ pub struct RoundFigures {
     pub switches: Vec<Switch>,
     /// The command's answer (its write is done when pilot answers).
     pub command_reply: Duration,
+    /// When the command was sent, µs since the Unix epoch (to line up with pilot's log).
+    pub command_at_unix_us: u128,
     /// Share of v2 among the answers recorded at 50/50 before the command.
     pub v2_share_before: f64,
 }
@@ -82,6 +84,7 @@ pub async fn round(
     load.record.store(true, Ordering::Relaxed);
     tokio::time::sleep(BEFORE).await;
 
+    let command_at_unix_us = unix_us();
     let t0 = Instant::now();
     pilot.command("rollback").await?;
     let command_reply = t0.elapsed();
@@ -113,6 +116,7 @@ pub async fn round(
     Ok(RoundFigures {
         switches,
         command_reply,
+        command_at_unix_us,
         v2_share_before: v2 as f64 / total.max(1) as f64,
     })
 }
@@ -139,15 +143,33 @@ pub fn summary(rounds: &[RoundFigures]) -> serde_json::Value {
         .collect();
     let replies: Vec<f64> = rounds.iter().map(|r| ms(r.command_reply)).collect();
     let shares: Vec<f64> = rounds.iter().map(|r| r.v2_share_before).collect();
+    let each: Vec<serde_json::Value> = rounds
+        .iter()
+        .zip(&overall)
+        .map(|(r, max)| {
+            json!({
+                "command_at_unix_us": r.command_at_unix_us,
+                "command_reply_ms": ms(r.command_reply),
+                "all_on_v1_ms": max,
+                "per_sidecar_ms": r.switches.iter().map(|s| ms(s.at)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     json!({
         "rounds": rounds.len(),
         "overall_ms": percentiles(&overall),
-        "overall_ms_all": overall,
+        "each_round": each,
         "per_sidecar_ms": percentiles(&per_sidecar),
         "last_non_v1_ms": percentiles(&lower),
         "command_reply_ms": percentiles(&replies),
         "v2_share_before": percentiles(&shares),
     })
+}
+
+fn unix_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 /// p50, p99 and max (nearest rank) of `values`.
