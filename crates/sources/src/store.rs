@@ -61,7 +61,11 @@ impl ConfigStore {
     /// Validate the set that results from applying `objects`, then write all of them or none.
     pub async fn apply(&self, objects: Vec<Object>) -> Result<Applied, WriteError> {
         match self {
-            ConfigStore::Dir(s) => s.apply(objects),
+            // Files are read, written and renamed synchronously: off the async workers.
+            ConfigStore::Dir(s) => {
+                let store = s.clone();
+                blocking(move || store.apply(objects)).await
+            }
             ConfigStore::Etcd(s) => s.apply(objects).await,
         }
     }
@@ -73,10 +77,25 @@ impl ConfigStore {
         version: Option<&str>,
     ) -> Result<(), WriteError> {
         match self {
-            ConfigStore::Dir(s) => s.delete(target, version),
+            ConfigStore::Dir(s) => {
+                let (store, target) = (s.clone(), target.clone());
+                let version = version.map(str::to_string);
+                blocking(move || store.delete(&target, version.as_deref())).await
+            }
             ConfigStore::Etcd(s) => s.delete(target, version).await,
         }
     }
+}
+
+/// Run a directory store's file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, WriteError> + Send + 'static,
+) -> Result<T, WriteError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(WriteError::Unavailable(format!(
+            "the write task failed: {e}"
+        )))
+    })
 }
 
 /// Why a write was refused or failed; nothing was written in every case.
