@@ -115,7 +115,9 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
         source: metrics_source.clone(),
         ..telemetry
     });
-    tokio::spawn(controller.run(leadership(&store, args.http_addr)));
+    // The campaign (with etcd) lasts as long as this function; its lease lapses if pilot dies.
+    let (leader, _campaign) = leadership(&store, args.http_addr);
+    tokio::spawn(controller.run(leader));
     match &store {
         ConfigStore::Dir(dir) => tokio::spawn(
             dir.clone()
@@ -155,17 +157,17 @@ pub async fn run(args: PilotArgs) -> anyhow::Result<()> {
 
 /// Whether this pilot runs the release controller: always with a directory store; with etcd,
 /// while it holds the `release-controller` lease (one leader among the replicas).
-fn leadership(store: &ConfigStore, http_addr: SocketAddr) -> watch::Receiver<bool> {
+fn leadership(
+    store: &ConfigStore,
+    http_addr: SocketAddr,
+) -> (watch::Receiver<bool>, Option<Election>) {
     match store {
-        ConfigStore::Dir(_) => watch::channel(true).1,
+        ConfigStore::Dir(_) => (watch::channel(true).1, None),
         ConfigStore::Etcd(etcd) => {
             let candidate = format!("pilot-{}-{http_addr}", std::process::id());
             let election =
                 Election::start(etcd.client(), "release-controller", &candidate, LEADER_TTL);
-            let leader = election.subscribe();
-            // The campaign lives as long as the process; its lease lapses when pilot dies.
-            std::mem::forget(election);
-            leader
+            (election.subscribe(), Some(election))
         }
     }
 }

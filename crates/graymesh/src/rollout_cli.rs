@@ -143,10 +143,8 @@ async fn follow(args: &RolloutArgs, status: &StatusArgs) -> anyhow::Result<ExitC
                 text(&d["action"]),
                 text(&d["reason"])
             );
-            match &bar {
-                Some(bar) => bar.println(line),
-                None if args.output == "table" => {}
-                None => {}
+            if let Some(bar) = &bar {
+                bar.println(line);
             }
         }
         seen = decisions.len();

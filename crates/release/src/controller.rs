@@ -192,7 +192,7 @@ impl Controller {
                     &reason,
                     now,
                 );
-                self.write(release, status, state).await
+                write(&self.store, release, status, state).await
             }
             Next::Check => {
                 let Some(status) = status else { return };
@@ -213,7 +213,7 @@ impl Controller {
                     }
                     None => RolloutState::Step(checked.step),
                 };
-                self.write(release, checked, state).await
+                write(&self.store, release, checked, state).await
             }
         };
         self.remember(release, outcome);
@@ -239,16 +239,6 @@ impl Controller {
             (Ok(baseline), Ok(canary)) => judge(step, &baseline, &canary),
             (Err(e), _) | (_, Err(e)) => Verdict::Hold(format!("metrics unavailable: {e}")),
         }
-    }
-
-    /// Write `status` and the objects `state` implies, in one store write.
-    async fn write(
-        &self,
-        release: &Release,
-        status: RolloutStatus,
-        state: RolloutState,
-    ) -> Result<(), String> {
-        write(&self.store, release, status, state).await
     }
 
     fn remember(&self, release: &Release, outcome: Result<(), String>) {
@@ -361,6 +351,7 @@ pub fn releases(objects: &[Object]) -> Vec<Release> {
 
 const CONFLICT: &str = "conflict: ";
 
+/// Write `status` and the objects `state` implies, in one store write.
 async fn write(
     store: &ConfigStore,
     release: &Release,
