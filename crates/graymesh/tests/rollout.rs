@@ -113,12 +113,7 @@ fn apply(pilot: &Pilot, dir: &Path, steps: &str) {
         dir.file_name().unwrap().to_string_lossy()
     ));
     std::fs::write(&file, application(steps)).unwrap();
-    let out = pilot.cli(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pilot.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
 }
 
 async fn rollout(pilot: &Pilot) -> serde_json::Value {
@@ -320,12 +315,7 @@ async fn header_and_weight_then_a_gate_then_rollback_under_load_with_no_failed_r
         assert_eq!(r.version.as_deref(), Some("v2"));
     }
 
-    let out = m.pilot.cli(&["rollout", "resume", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.pilot.cli_ok(&["rollout", "resume", "reviews"]);
     wait_for_step(&m.pilot, 3, "Progressing").await;
     let (share, n) = load.v2_share_after(Instant::now()).await;
     assert!(
@@ -334,12 +324,7 @@ async fn header_and_weight_then_a_gate_then_rollback_under_load_with_no_failed_r
     );
 
     let commanded = Instant::now();
-    let out = m.pilot.cli(&["rollout", "rollback", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.pilot.cli_ok(&["rollout", "rollback", "reviews"]);
     let latency = load.all_from("v1", commanded).await;
     eprintln!("rollback: every new request on v1 {latency:?} after the command");
     assert!(
@@ -363,14 +348,9 @@ async fn header_and_weight_then_a_gate_then_rollback_under_load_with_no_failed_r
         (Some("rollback"), Some("rolled back by a user"))
     );
     // a pipeline gating on the rollout sees the rollback
-    let out = m
-        .pilot
-        .cli(&["rollout", "status", "reviews", "--wait", "--timeout", "5s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    m.pilot.cli_exits(
+        &["rollout", "status", "reviews", "--wait", "--timeout", "5s"],
+        1,
     );
     let out = m.pilot.cli(&["rollout", "resume", "reviews"]);
     assert!(!out.status.success());
@@ -418,31 +398,16 @@ async fn a_pilot_killed_mid_rollout_resumes_at_the_same_step_and_the_rollout_is_
         "v2 share after the restart: {share} over {n}"
     );
 
-    let out = m.pilot.cli(&["rollout", "resume", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.pilot.cli_ok(&["rollout", "resume", "reviews"]);
     wait_for_step(&m.pilot, 3, "Progressing").await;
     let out = m
         .pilot
-        .cli(&["rollout", "promote", "reviews", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .cli_ok(&["rollout", "promote", "reviews", "-o", "json"]);
     let promoted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(promoted["phase"], "Promoted");
-    let out = m
-        .pilot
-        .cli(&["rollout", "status", "reviews", "--wait", "--timeout", "5s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    m.pilot.cli_exits(
+        &["rollout", "status", "reviews", "--wait", "--timeout", "5s"],
+        0,
     );
     load.all_from("v2", Instant::now()).await;
     let out = m.pilot.cli(&["get", "vs", "reviews-release", "-o", "json"]);
@@ -515,12 +480,7 @@ async fn a_new_version_without_traffic_is_held_by_its_analysis_never_promoted() 
     );
 
     // deleting the Application takes its generated objects and its Rollout with it
-    let out = m.pilot.cli(&["delete", "application", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.pilot.cli_ok(&["delete", "application", "reviews"]);
     let http = Http1Client::new();
     eventually(
         Duration::from_secs(10),
@@ -617,15 +577,10 @@ async fn users_keyed_by_the_hash_key_only_move_to_the_new_version_as_its_weight_
             }
         }
         previous = Some(versions);
-        let out = m.pilot.cli(&["rollout", "resume", "reviews"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        m.pilot.cli_ok(&["rollout", "resume", "reviews"]);
     }
-    let out = m
-        .pilot
-        .cli(&["rollout", "status", "reviews", "--wait", "--timeout", "5s"]);
-    assert_eq!(out.status.code(), Some(0));
+    m.pilot.cli_exits(
+        &["rollout", "status", "reviews", "--wait", "--timeout", "5s"],
+        0,
+    );
 }

@@ -95,12 +95,7 @@ async fn one_leader_runs_the_workflow_and_another_pilot_takes_over_when_it_dies(
     }
     let dir = temp_dir("rollout-etcd");
     std::fs::write(dir.join("app.yaml"), APP).unwrap();
-    let out = pilots[0].cli(&["apply", "-f", dir.join("app.yaml").to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pilots[0].cli_ok(&["apply", "-f", dir.join("app.yaml").to_str().unwrap()]);
 
     let at_gate = wait_for_step(&pilots[1], 1).await;
     assert_eq!(
@@ -125,27 +120,14 @@ async fn one_leader_runs_the_workflow_and_another_pilot_takes_over_when_it_dies(
     let mut dead = pilots.remove(leader);
     dead.process.kill();
     let survivor = &pilots[0];
-    let out = survivor.cli(&["rollout", "resume", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    survivor.cli_ok(&["rollout", "resume", "reviews"]);
     let at_gate_2 = wait_for_step(survivor, 3).await; // "half" needs a controller to move on
     assert!(leading(survivor).await);
     assert_no_twice(&at_gate_2);
-    let out = survivor.cli(&["rollout", "resume", "reviews"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = survivor.cli(&["rollout", "status", "reviews", "--wait", "--timeout", "10s"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+    survivor.cli_ok(&["rollout", "resume", "reviews"]);
+    survivor.cli_exits(
+        &["rollout", "status", "reviews", "--wait", "--timeout", "10s"],
+        0,
     );
     let out = survivor.cli(&["get", "rollouts", "reviews", "-o", "json"]);
     let stored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

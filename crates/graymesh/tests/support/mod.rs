@@ -156,6 +156,31 @@ impl Pilot {
         format!("http://{}", self.http)
     }
 
+    /// Run a CLI command that must succeed (its stderr is the failure message).
+    pub fn cli_ok(&self, args: &[&str]) -> Output {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "graymesh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Run a CLI command that must exit with `code` (its stdout is the failure message).
+    pub fn cli_exits(&self, args: &[&str], code: i32) -> Output {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "graymesh {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out
+    }
+
     /// Run a `graymesh` CLI command against this pilot.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
