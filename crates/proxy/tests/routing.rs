@@ -126,10 +126,15 @@ async fn weight_shift_under_continuous_load_fails_no_request() {
             concurrency: 8,
         },
     ));
-    for (a, b) in [(90, 10), (50, 50), (0, 100), (50, 50), (100, 0), (0, 100)] {
+    for (a, b) in [(90, 10), (50, 50), (0, 100), (50, 50), (100, 0)] {
         tokio::time::sleep(Duration::from_millis(150)).await;
         pilot.publish(&mesh_yaml(&[&v1, &v2], "", &split(a, b)));
     }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The last shift is awaited: the load may end before it, and it must be in force below.
+    pilot
+        .publish_and_settle(&mesh_yaml(&[&v1, &v2], "", &split(0, 100)))
+        .await;
     let report = load.await.unwrap();
     assert_eq!(report.failed, 0, "{:?}", report.failures);
     assert!(

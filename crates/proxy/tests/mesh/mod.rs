@@ -30,6 +30,7 @@ pub fn free_addr() -> SocketAddr {
 pub struct Pilot {
     pub addr: SocketAddr,
     pub cache: SnapshotCache,
+    sync: SyncStatus,
     task: JoinHandle<()>,
     /// Duplicates of accepted connections, to sever them as a process death would.
     conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
@@ -43,8 +44,9 @@ impl Pilot {
             config.clone(),
             Arc::new(RegistrySnapshot::build(&config, &[])),
         );
-        let server = AdsServer::new(cache.clone(), SyncStatus::default(), XdsMetrics::default())
-            .into_service();
+        let sync = SyncStatus::default();
+        let server =
+            AdsServer::new(cache.clone(), sync.clone(), XdsMetrics::default()).into_service();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
         let kept = conns.clone();
@@ -63,6 +65,7 @@ impl Pilot {
         Self {
             addr,
             cache,
+            sync,
             task,
             conns,
         }
@@ -72,6 +75,40 @@ impl Pilot {
         let config = Arc::new(build_config_set(parse_str("mesh.yaml", yaml).unwrap()).unwrap());
         let registry = Arc::new(RegistrySnapshot::build(&config, &[]));
         self.cache.publish(config, registry);
+    }
+
+    /// Publish `yaml`, then wait (bounded) until every connected proxy has ACKed routes other
+    /// than those it had before, with nothing held back: the new routes are in force.
+    pub async fn publish_and_settle(&self, yaml: &str) {
+        const RDS: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+        let routes =
+            |c: &graymesh_xds::status::ClientSync| c.types.get(RDS).cloned().unwrap_or_default();
+        let before: Vec<String> = self
+            .sync
+            .clients()
+            .iter()
+            .map(|c| routes(c).acked_version)
+            .collect();
+        self.publish(yaml);
+        let start = std::time::Instant::now();
+        loop {
+            let clients = self.sync.clients();
+            let settled = !clients.is_empty()
+                && clients.iter().all(|c| {
+                    let r = routes(c);
+                    !before.contains(&r.acked_version)
+                        && r.acked_version == r.sent_version
+                        && c.types.values().all(|t| t.held_back.is_empty())
+                });
+            if settled {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "proxies did not ACK the new routes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stop serving as a killed process would: the listener closes and every connection is cut.
