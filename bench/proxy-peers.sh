@@ -14,7 +14,9 @@
 #
 # Knobs (environment): PIN=1 (proxy under test on CPU 0; load generator, upstream and pilot on
 #   CPU 1), WRK_SECONDS=5, OHA_SECONDS=6, H2_SECONDS=5, RATES="1000 5000", SERVICES=100 (extra
-#   services in pilot's config, for the idle-RSS figure), SKIP_INSTALL=1.
+#   services in pilot's config, for the idle-RSS figure), SKIP_INSTALL=1, PHASES="wrk oha h2"
+#   (which measurements run; e.g. PHASES=h2 for the HTTP/2 figures alone, PERF=1 then profiles
+#   the proxies under h2load).
 #
 # Method: shared/BENCHMARKING.md. One worker per peer (graymesh --concurrency 1, HAProxy
 # nbthread 1, nginx worker_processes 1), upstream nginx `return 200` with keep-alive from every
@@ -40,6 +42,8 @@ H2_SECONDS="${H2_SECONDS:-5}"
 RATES="${RATES:-1000 5000}"
 SERVICES="${SERVICES:-100}"
 PERF="${PERF:-0}"
+PHASES=" ${PHASES:-wrk oha h2} "
+phase() { [[ "$PHASES" == *" $1 "* ]]; }
 PERF_CALL_GRAPH="${PERF_CALL_GRAPH:-dwarf}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 GM_BIN="${GM_BIN:-$TARGET_DIR/release/graymesh}"
@@ -67,12 +71,14 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
         fi
     fi
-    if ! command -v oha >/dev/null; then
+    if phase oha && ! command -v oha >/dev/null; then
         say "cargo install oha --locked (a few minutes)"
         cargo install oha --locked
     fi
 fi
-for t in nginx haproxy wrk h2load oha taskset python3 curl; do
+tools=(nginx haproxy wrk h2load taskset python3 curl)
+phase oha && tools+=(oha)
+for t in "${tools[@]}"; do
     command -v "$t" >/dev/null || die "$t is missing (run without SKIP_INSTALL=1)"
 done
 # Debian's packages start a system nginx/haproxy where systemd runs; this script never uses them.
@@ -90,7 +96,7 @@ if [ -n "${GM_COMMIT:-}" ]; then  # GM_BIN built elsewhere, e.g. from a clean ex
     COMMIT="$GM_COMMIT (binary $GM_BIN)"
     DIRTY=""
 fi
-say "commit $COMMIT$DIRTY; $(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | sed -n 1p | awk '{print "HAProxy " $3}'); $(oha --version); $(wrk -v 2>&1 | sed -n 1p | awk '{print "wrk " $2}'); $(h2load --version | awk '{print $2}')"
+say "commit $COMMIT$DIRTY; $(nproc) cores; $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v | sed -n 1p | awk '{print "HAProxy " $3}'); $(oha --version 2>/dev/null || echo 'no oha'); $(wrk -v 2>&1 | sed -n 1p | awk '{print "wrk " $2}'); $(h2load --version | awk '{print $2}')"
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -459,13 +465,15 @@ run_wrk() {
         "$p" "$round" "$rps" "$reqs" "${errors:-0}" "${non2xx:-0}"
 }
 
-say "warm-up: wrk 1 s per peer"
-for p in "${PEERS[@]}"; do
-    "${LOAD_CPU[@]}" timeout 30 wrk -t1 -c16 -d1s "${URL[$p]}" >/dev/null 2>&1 || true
-done
-say "peak: wrk -t1 -c16 -d${WRK_SECONDS}s, two rounds, alternating peers"
-for p in direct graymesh haproxy nginx; do run_wrk "$p" 1; done
-for p in nginx haproxy graymesh direct; do run_wrk "$p" 2; done
+if phase wrk; then
+    say "warm-up: wrk 1 s per peer"
+    for p in "${PEERS[@]}"; do
+        "${LOAD_CPU[@]}" timeout 30 wrk -t1 -c16 -d1s "${URL[$p]}" >/dev/null 2>&1 || true
+    done
+    say "peak: wrk -t1 -c16 -d${WRK_SECONDS}s, two rounds, alternating peers"
+    for p in direct graymesh haproxy nginx; do run_wrk "$p" 1; done
+    for p in nginx haproxy graymesh direct; do run_wrk "$p" 2; done
+fi
 
 # ---------------------------------------------------------------------------------------------
 # run_oha PEER RATE
@@ -494,6 +502,7 @@ print(f"{sys.argv[2]:<9} {sys.argv[3]:>5} req/s: {n} responses {codes}, "
 EOF
 }
 
+phase oha || RATES=""
 for rate in $RATES; do
     say "fixed rate: oha -q $rate -z ${OHA_SECONDS}s -c 16 --latency-correction"
     for p in "${PEERS[@]}"; do run_oha "$p" "$rate"; done
@@ -518,12 +527,14 @@ run_h2() {
         "$p" "$round" "${rps:-?}" "${ok:-?}" "${failed:-?}"
 }
 
-say "HTTP/2 (h2c prior knowledge): h2load -c16 -m10 -t1 -D $H2_SECONDS, two rounds"
-for p in "${PEERS[@]}"; do  # warm-up
-    "${LOAD_CPU[@]}" timeout 30 h2load -c16 -m10 -t1 -D 1 "${H2URL[$p]}" >/dev/null 2>&1 || true
-done
-for p in direct graymesh haproxy nginx; do run_h2 "$p" 1; done
-for p in nginx haproxy graymesh direct; do run_h2 "$p" 2; done
+if phase h2; then
+    say "HTTP/2 (h2c prior knowledge): h2load -c16 -m10 -t1 -D $H2_SECONDS, two rounds"
+    for p in "${PEERS[@]}"; do  # warm-up
+        "${LOAD_CPU[@]}" timeout 30 h2load -c16 -m10 -t1 -D 1 "${H2URL[$p]}" >/dev/null 2>&1 || true
+    done
+    for p in direct graymesh haproxy nginx; do run_h2 "$p" 1; done
+    for p in nginx haproxy graymesh direct; do run_h2 "$p" 2; done
+fi
 
 # ---------------------------------------------------------------------------------------------
 if [ "$PERF" = 1 ]; then
@@ -533,8 +544,9 @@ if [ "$PERF" = 1 ]; then
         getrandom ioctl shutdown close)
     events="raw_syscalls:sys_enter,context-switches,cpu-migrations"
     for sc in "${SYSCALLS[@]}"; do events="$events,syscalls:sys_enter_$sc"; done
-    say "perf stat: syscalls per request at 5,000 req/s (oha -z ${OHA_SECONDS}s)"
+    phase oha && say "perf stat: syscalls per request at 5,000 req/s (oha -z ${OHA_SECONDS}s)"
     for p in graymesh haproxy nginx; do
+        phase oha || break
         perf stat -x, -e "$events" -p "${PID_OF[$p]}" -o "$WORK/syscalls-$p.csv" \
             -- sleep $((OHA_SECONDS + 3)) >/dev/null 2>&1 &
         stat_pid=$!
@@ -545,9 +557,11 @@ if [ "$PERF" = 1 ]; then
         record kind=syscalls peer="$p" file="$WORK/syscalls-$p.csv" oha="$WORK/oha-syscalls-$p.json"
     done
 
-    # perf_profile PEER: perf record (call graphs) during a wrk run, then where the CPU went.
+    # perf_profile PEER: perf record (call graphs) during a wrk run (h2load with PHASES=h2),
+    # then where the CPU went.
     perf_profile() {
         local p="$1" pid="${PID_OF[$1]}" c0 c1 out="$WORK/perf-$1"
+        if ! phase wrk; then perf_profile_h2 "$@"; return; fi
         say "perf record -F 1999 --call-graph $PERF_CALL_GRAPH -p $pid ($p) during wrk -t1 -c16 -d${WRK_SECONDS}s"
         local args=(-g)
         [ "$PERF_CALL_GRAPH" = dwarf ] && args=(--call-graph dwarf,16384)
@@ -573,6 +587,43 @@ if [ "$PERF" = 1 ]; then
         perf report -i "$out.data" --children --sort symbol --stdio --percent-limit 1 \
             -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-children.txt" || true
         echo "top self time ($p; the rest in perf-$p-self.txt with KEEP=DIR):"
+        grep -v '^#' "$out-self.txt" | sed -n 1,25p || true
+    }
+    # perf_profile_h2 PEER: syscalls per request and a profile during h2load.
+    perf_profile_h2() {
+        local p="$1" pid="${PID_OF[$1]}" c0 c1 out="$WORK/perf-h2-$1"
+        say "perf stat (syscalls) and perf record -p $pid ($p) during h2load -c16 -m10 -t1 -D $H2_SECONDS"
+        perf stat -x, -e "$events" -p "$pid" -o "$out-syscalls.csv" -- sleep $((H2_SECONDS + 2)) >/dev/null 2>&1 &
+        local stat_pid=$!
+        sleep 1
+        c0="$(cpu_ticks "$pid")"
+        "${LOAD_CPU[@]}" timeout $((H2_SECONDS + 30)) h2load -c16 -m10 -t1 -D "$H2_SECONDS" "${H2URL[$p]}" >"$out-load.txt" 2>&1 || true
+        c1="$(cpu_ticks "$pid")"
+        wait "$stat_pid" || true
+        local reqs
+        reqs="$(awk '/^requests:/ { print $8 }' "$out-load.txt")"
+        echo "$p: $(awk '/^finished in/ { print $4 }' "$out-load.txt") req/s, $(python3 -c "print(f'{($c1 - $c0) * 1e6 / $HZ / $reqs:.1f}')") CPU-µs per request; per request:"
+        python3 - "$out-syscalls.csv" "$reqs" <<'PYEOF'
+import csv, sys
+n = int(sys.argv[2])
+for row in csv.reader(open(sys.argv[1])):
+    if len(row) > 2 and row[0].strip().isdigit() and int(row[0]) > 0:
+        print(f"  {row[2].replace('syscalls:sys_enter_', ''):<28} {int(row[0]) / n:8.3f}")
+PYEOF
+        local args=(-g)
+        [ "$PERF_CALL_GRAPH" = dwarf ] && args=(--call-graph dwarf,16384)
+        perf record -F 1999 "${args[@]}" -p "$pid" -o "$out.data" >"$out-record.log" 2>&1 &
+        PERF_PID=$!
+        sleep 1
+        "${LOAD_CPU[@]}" timeout $((H2_SECONDS + 30)) h2load -c16 -m10 -t1 -D "$H2_SECONDS" "${H2URL[$p]}" >/dev/null 2>&1 || true
+        kill -INT "$PERF_PID"
+        wait "$PERF_PID" || true
+        PERF_PID=""
+        perf report -i "$out.data" --no-children --sort symbol --stdio --percent-limit 0.5 \
+            -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-self.txt" || true
+        perf report -i "$out.data" --children --sort symbol --stdio --percent-limit 1 \
+            -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-children.txt" || true
+        echo "top self time ($p; the rest in perf-h2-$p-self.txt with KEEP=DIR):"
         grep -v '^#' "$out-self.txt" | sed -n 1,25p || true
     }
     for p in graymesh haproxy nginx; do perf_profile "$p"; done

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod h1;
+pub mod h2;
 pub mod http;
 pub mod listeners;
 pub mod local;

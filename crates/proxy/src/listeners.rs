@@ -221,15 +221,21 @@ impl Connection {
         let served =
             crate::h1::serve(&self.core, &self.ctx, &mut stream, peer, &mut self.draining).await;
         if let crate::h1::Served::Handover(read) = served {
-            self.serve_general(crate::h1::Prefixed::new(read, stream), peer)
-                .await;
+            let h2 = read.starts_with(crate::h1::H2_PREFACE_START);
+            let stream = crate::h1::Prefixed::new(read, stream);
+            if h2 {
+                let (core, ctx) = (self.core.clone(), self.ctx.clone());
+                crate::h2::server::serve(core, ctx, stream, peer, &mut self.draining).await;
+            } else {
+                self.serve_general(stream, peer).await;
+            }
         }
         self.core.metrics.connections.dec();
         self.open.fetch_sub(1, Ordering::SeqCst);
         self.closed.notify_waiters();
     }
 
-    /// The general path (hyper): HTTP/2, and HTTP/1 requests the fast path hands over.
+    /// The general path (hyper): the HTTP/1 requests the fast path hands over.
     async fn serve_general(
         &mut self,
         stream: crate::h1::Prefixed<tokio::net::TcpStream>,
@@ -240,7 +246,10 @@ impl Connection {
         let service = service_fn(move |req| {
             let core = core.clone();
             let ctx = ctx.load_full();
-            async move { Ok::<_, Infallible>(core.handle(ctx, req, peer).await) }
+            async move {
+                let req = req.map(crate::http::body::incoming);
+                Ok::<_, Infallible>(core.handle(ctx, req, peer).await)
+            }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

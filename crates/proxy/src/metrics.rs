@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 
@@ -60,6 +61,9 @@ pub struct ProxyMetrics {
     pub tcp_connections: Family<TcpKey, Counter>,
     /// Print one JSON line per request to stdout (off by default).
     pub access_log: bool,
+    /// Which metrics these are, for the per-thread handle cache (clones share it: they share the
+    /// families).
+    instance: u64,
 }
 
 impl Default for ProxyMetrics {
@@ -76,6 +80,7 @@ impl Default for ProxyMetrics {
             start_time: start_time(),
             tcp_connections: Family::default(),
             access_log: false,
+            instance: handles::next_instance(),
         }
     }
 }
@@ -144,7 +149,7 @@ impl ProxyMetrics {
 
     /// Wrap `response` so the request is counted when its body ends.
     pub fn observe(
-        &self,
+        self: &Arc<Self>,
         mut labels: RequestLabels,
         start: Instant,
         response: Response<Body>,
@@ -153,14 +158,14 @@ impl ProxyMetrics {
         labels.code = response.status().as_u16();
         labels.flags = response
             .headers()
-            .get("x-graymesh-local-reply")
+            .get(crate::http::body::names::LOCAL_REPLY)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
         if grpc {
             labels.grpc_status = response
                 .headers()
-                .get("grpc-status")
+                .get(crate::http::body::names::GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
         }
@@ -276,24 +281,11 @@ impl Record {
         if let Some(entry) = &l.access {
             access_line(entry, &l, &grpc_status, self.start.elapsed());
         }
-        let key = RequestKey {
-            direction: l.direction.as_str(),
-            destination_service: l.service.clone(),
-            destination_version: l.version.clone(),
-            response_code: l.code,
-            grpc_status,
-            flags: l.flags,
-        };
-        metrics.requests.get_or_create(&key).inc();
-        let d = DurationKey {
-            direction: l.direction.as_str(),
-            destination_service: l.service,
-            destination_version: l.version,
-        };
-        metrics
-            .duration
-            .get_or_create(&d)
-            .observe(self.start.elapsed().as_secs_f64());
+        let took = self.start.elapsed().as_secs_f64();
+        handles::with(metrics, &l, &grpc_status, |counter, histogram| {
+            counter.inc();
+            histogram.observe(took);
+        });
     }
 }
 
@@ -322,7 +314,7 @@ fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std:
 struct ObservedBody {
     inner: Body,
     record: Option<Record>,
-    metrics: ProxyMetrics,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl hyper::body::Body for ObservedBody {
@@ -338,7 +330,7 @@ impl hyper::body::Body for ObservedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let status = trailers
-                        .get("grpc-status")
+                        .get(crate::http::body::names::GRPC_STATUS)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
                     if let Some(r) = self.record.take() {
@@ -369,6 +361,149 @@ impl Drop for ObservedBody {
     fn drop(&mut self) {
         if let Some(r) = self.record.take() {
             r.finish(&self.metrics, None);
+        }
+    }
+}
+
+/// Per-thread handles to each label set's counter and histogram: once a label set has been seen
+/// on a thread, counting a request there takes no lock and no allocation (the families are only
+/// consulted, and their keys built, the first time).
+mod handles {
+    use super::{DurationKey, ProxyMetrics, RequestKey, RequestLabels};
+    use crate::upstream::stable_hash::fnv1a_64_extend;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::histogram::Histogram;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A thread keeps at most this many label sets; past it the cache starts over (the counts
+    /// live in the families, never here).
+    const MAX_ENTRIES: usize = 4096;
+
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn next_instance() -> u64 {
+        INSTANCES.fetch_add(1, Ordering::Relaxed)
+    }
+
+    struct Entry {
+        instance: u64,
+        key: RequestKey,
+        counter: Counter,
+        duration: Histogram,
+    }
+
+    impl Entry {
+        fn is(&self, instance: u64, l: &RequestLabels, grpc_status: &str) -> bool {
+            self.instance == instance
+                && self.key.response_code == l.code
+                && self.key.direction == l.direction.as_str()
+                && self.key.destination_service == l.service
+                && self.key.destination_version == l.version
+                && self.key.grpc_status == grpc_status
+                && self.key.flags == l.flags
+        }
+    }
+
+    #[derive(Default)]
+    struct Cache {
+        by_hash: HashMap<u64, Vec<Entry>, NoHash>,
+        len: usize,
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::default();
+    }
+
+    fn hash(instance: u64, l: &RequestLabels, grpc_status: &str) -> u64 {
+        let mut h = fnv1a_64_extend(0xcbf2_9ce4_8422_2325, &instance.to_le_bytes());
+        h = fnv1a_64_extend(h, &l.code.to_le_bytes());
+        for part in [
+            l.direction.as_str(),
+            &l.service,
+            &l.version,
+            grpc_status,
+            &l.flags,
+        ] {
+            h = fnv1a_64_extend(h, part.as_bytes());
+            h = fnv1a_64_extend(h, &[0xff]);
+        }
+        h
+    }
+
+    /// Calls `f` with the counter and histogram of the request's labels.
+    pub(super) fn with(
+        metrics: &ProxyMetrics,
+        l: &RequestLabels,
+        grpc_status: &str,
+        f: impl FnOnce(&Counter, &Histogram),
+    ) {
+        let h = hash(metrics.instance, l, grpc_status);
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(e) = cache
+                .by_hash
+                .get(&h)
+                .and_then(|b| b.iter().find(|e| e.is(metrics.instance, l, grpc_status)))
+            {
+                return f(&e.counter, &e.duration);
+            }
+            let key = RequestKey {
+                direction: l.direction.as_str(),
+                destination_service: l.service.clone(),
+                destination_version: l.version.clone(),
+                response_code: l.code,
+                grpc_status: grpc_status.to_string(),
+                flags: l.flags.clone(),
+            };
+            let counter = metrics.requests.get_or_create(&key).clone();
+            let duration = metrics
+                .duration
+                .get_or_create(&DurationKey {
+                    direction: l.direction.as_str(),
+                    destination_service: l.service.clone(),
+                    destination_version: l.version.clone(),
+                })
+                .clone();
+            f(&counter, &duration);
+            if cache.len >= MAX_ENTRIES {
+                *cache = Cache::default();
+            }
+            cache.len += 1;
+            cache.by_hash.entry(h).or_default().push(Entry {
+                instance: metrics.instance,
+                key,
+                counter,
+                duration,
+            });
+        });
+    }
+
+    /// The keys are already hashes.
+    #[derive(Default, Clone, Copy)]
+    struct NoHash;
+
+    impl std::hash::BuildHasher for NoHash {
+        type Hasher = PassThrough;
+        fn build_hasher(&self) -> PassThrough {
+            PassThrough(0)
+        }
+    }
+
+    struct PassThrough(u64);
+
+    impl std::hash::Hasher for PassThrough {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 << 8) | u64::from(*b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
         }
     }
 }

@@ -57,10 +57,8 @@ pub async fn run(
     opts: ProxyOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let metrics = ProxyMetrics {
-        access_log: opts.access_log,
-        ..ProxyMetrics::default()
-    };
+    let mut metrics = ProxyMetrics::default();
+    metrics.access_log = opts.access_log;
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let core = ProxyCore::new(metrics);

@@ -372,6 +372,47 @@ async fn upstreams_see_the_authority_the_client_sent_over_http1_and_http2() {
     proxy.stop().await;
 }
 
+/// The proxy's HTTP/2 path relays bodies within both connections' flow-control windows: a body
+/// several times the windows' size arrives whole, while other streams of the same client
+/// connection go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_bodies_larger_than_the_windows_arrive_whole_beside_other_streams() {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let client = Http2Client::new();
+    let url = proxy.url("/upload");
+    let big = vec![b'x'; 9 * 1024 * 1024];
+    let upload = client.post(&url, &[], big.clone());
+    let numbers: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    let headers: Vec<[(&str, &str); 1]> = numbers.iter().map(|n| [("x-n", n.as_str())]).collect();
+    let small = futures::future::join_all(headers.iter().map(|h| client.get(&url, h)));
+    let (upload, small) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join(upload, small),
+    )
+    .await
+    .expect("bounded");
+    let upload = upload.unwrap();
+    assert_eq!(upload.status, 200, "{}", upload.text());
+    assert_eq!(
+        upload.json().unwrap()["body_len"],
+        big.len(),
+        "the whole body arrived"
+    );
+    for (i, reply) in small.into_iter().enumerate() {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "stream {i}");
+        assert_eq!(
+            reply.json().unwrap()["headers"]["x-n"],
+            numbers[i],
+            "stream {i}"
+        );
+    }
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_are_retried_and_their_deadline_is_enforced() {
     let (bad, good) = (app("v1").await, app("v1").await);

@@ -155,7 +155,8 @@ enum HeadRead {
     Refused(u16, &'static str),
 }
 
-const H2_PREFACE_START: &[u8] = b"PRI ";
+/// How an HTTP/2 connection preface starts (RFC 9113 §3.4): such a connection is handed over whole.
+pub(crate) const H2_PREFACE_START: &[u8] = b"PRI ";
 
 async fn read_head(
     stream: &mut TcpStream,

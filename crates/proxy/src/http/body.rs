@@ -5,6 +5,16 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Header names the data path reads or writes on every request, parsed once.
+pub mod names {
+    use http::HeaderName;
+    pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    /// Set on replies the proxy made itself, with the reason flag (`NR`, `UH`, …).
+    pub const LOCAL_REPLY: HeaderName = HeaderName::from_static("x-graymesh-local-reply");
+}
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn empty() -> Body {
@@ -36,12 +46,12 @@ pub fn local_reply(
     grpc: bool,
     flag: &'static str,
 ) -> Response<Body> {
-    let mut builder = Response::builder().header("x-graymesh-local-reply", flag);
+    let mut builder = Response::builder().header(names::LOCAL_REPLY, flag);
     if grpc {
         builder = builder
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/grpc")
-            .header("grpc-status", grpc_status_for(status).to_string())
+            .header(names::GRPC_STATUS, grpc_status_for(status))
             .header(
                 "grpc-message",
                 HeaderValue::from_str(message)
@@ -80,7 +90,7 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// A request's `grpc-timeout` (1 to 8 digits and a unit: H, M, S, m, u, n).
 pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
     use std::time::Duration;
-    let raw = headers.get("grpc-timeout")?.as_bytes();
+    let raw = headers.get(names::GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

@@ -12,10 +12,10 @@ use crate::upstream::{balance, ClusterState, EndpointState};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Frame;
-use hyper::body::Incoming;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ pub async fn forward(
     table: &RouteTable,
     f: &Forward,
     mut parts: Parts,
-    body: Incoming,
+    body: Body,
     peer: SocketAddr,
     grpc: bool,
     labels: &mut RequestLabels,
@@ -130,12 +130,12 @@ enum Payload {
 pub struct BadBody(pub String);
 
 impl Payload {
-    async fn new(mut body: Incoming, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
+    async fn new(mut body: Body, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
         if !want_replay {
-            return Ok(Payload::Stream(Some(body::incoming(body))));
+            return Ok(Payload::Stream(Some(body)));
         }
         if grpc {
-            let (body, copy) = body::recorded(body::incoming(body), MAX_REPLAY_BODY);
+            let (body, copy) = body::recorded(body, MAX_REPLAY_BODY);
             return Ok(Payload::Recorded {
                 body: Some(body),
                 copy,
@@ -151,7 +151,7 @@ impl Payload {
             if size > MAX_REPLAY_BODY || trailers {
                 // Too large (or carrying trailers) to hold: send what was read, then the rest.
                 let read = futures::stream::iter(frames.into_iter().map(Ok::<_, body::BoxError>));
-                let rest = BodyStream::new(body::incoming(body));
+                let rest = BodyStream::new(body);
                 return Ok(Payload::Stream(Some(
                     StreamBody::new(read.chain(rest)).boxed_unsync(),
                 )));
@@ -258,7 +258,7 @@ async fn attempts(
             continue;
         }
         return match result {
-            Ok(response) => response.map(body::incoming),
+            Ok(response) => response,
             Err(Failure::Connect(e)) => local_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("upstream connect error: {e}"),
@@ -288,21 +288,22 @@ async fn attempt(
     body: Body,
     addr: SocketAddr,
     per_try: Option<Duration>,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<Body>, Failure> {
     let h2 = parts.version == Version::HTTP_2;
     let request = upstream_request(parts, body, addr, h2);
     endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
     let call = async {
         if h2 {
-            super::h2pool::send(addr, request).await
+            crate::h2::client::send(addr, request).await
         } else {
-            core.h1.request(request).await.map_err(|e| {
+            let response = core.h1.request(request).await.map_err(|e| {
                 if e.is_connect() {
                     Failure::Connect(error_chain(&e))
                 } else {
                     Failure::Reset(error_chain(&e))
                 }
-            })
+            })?;
+            Ok(response.map(body::incoming))
         }
     };
     let result = match per_try {
@@ -326,47 +327,65 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Headers that describe one hop, not the request.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+/// Headers that describe one hop, not the request (HTTP/1; HTTP/2 requests cannot carry the
+/// first five, the h2 codec refuses them).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Request<Body> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    // HTTP/2 connections are the endpoint's own, so the URI keeps the client's authority (the
-    // upstream's `:authority`); the HTTP/1 client finds its connection by the URI's address.
-    let authority = match super::select::RequestView::authority(parts) {
-        a if h2 && !a.is_empty() => a.to_string(),
-        _ => addr.to_string(),
-    };
-    let mut builder = Request::builder()
-        .method(parts.method.clone())
-        .uri(format!("http://{authority}{path}"));
-    builder = builder.version(if h2 {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.version_mut() = if h2 {
         Version::HTTP_2
     } else {
         Version::HTTP_11
+    };
+    // HTTP/2 connections are the endpoint's own, so the URI keeps the client's authority (the
+    // upstream's `:authority`); the HTTP/1 client finds its connection by the URI's address.
+    let client_authority = parts.uri.authority().cloned().or_else(|| {
+        let host = parts.headers.get(header::HOST)?;
+        Authority::try_from(host.as_bytes()).ok()
     });
-    let mut request = builder
-        .body(body)
-        .unwrap_or_else(|_| Request::new(body::empty()));
+    let authority = match client_authority {
+        Some(a) if h2 => a,
+        _ => Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("localhost")),
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(uri) {
+        *request.uri_mut() = uri;
+    }
+    // The map is copied whole (its values are shared bytes); what must not cross is removed.
     let headers = request.headers_mut();
-    for (name, value) in &parts.headers {
-        let hop_by_hop =
-            HOP_BY_HOP.contains(&name.as_str()) || (name == header::TE && value != "trailers");
-        if !hop_by_hop {
-            headers.append(name.clone(), value.clone());
+    *headers = parts.headers.clone();
+    let first = if h2 { 5 } else { 0 };
+    for name in &HOP_BY_HOP[first..] {
+        if headers.contains_key(name) {
+            headers.remove(name);
         }
+    }
+    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+    }
+    if let Some(tp) = headers.get_mut(body::names::TRACEPARENT) {
+        // Unique per request: never worth an HPACK table entry.
+        tp.set_sensitive(true);
     }
     if h2 {
         headers.remove(header::HOST);
@@ -384,7 +403,7 @@ fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Re
 
 /// The outlier outcome of an attempt, and whether the route's retry policy retries it.
 fn classify(
-    result: &Result<Response<Incoming>, Failure>,
+    result: &Result<Response<Body>, Failure>,
     retry: Option<&RetrySpec>,
 ) -> (Outcome, bool) {
     match result {
@@ -392,7 +411,7 @@ fn classify(
         Ok(response) => {
             let grpc_status = response
                 .headers()
-                .get("grpc-status")
+                .get(body::names::GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok());
             classify_status(response.status().as_u16(), grpc_status, retry)
@@ -530,7 +549,7 @@ fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payl
         tokio::spawn(async move {
             let send = async {
                 if h2 {
-                    let _ = super::h2pool::send(addr, request).await;
+                    let _ = crate::h2::client::send(addr, request).await;
                 } else {
                     let _ = client.request(request).await;
                 }

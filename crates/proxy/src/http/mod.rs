@@ -4,7 +4,6 @@
 
 pub mod body;
 pub(crate) mod forward;
-mod h2pool;
 pub mod select;
 mod upgrade;
 pub mod weighted;
@@ -57,7 +56,7 @@ pub struct ListenerCtx {
 pub struct ProxyCore {
     pub table: ArcSwap<RouteTable>,
     pub upstreams: Upstreams,
-    pub metrics: ProxyMetrics,
+    pub metrics: Arc<ProxyMetrics>,
     pub(crate) h1: Client<HttpConnector, Body>,
 }
 
@@ -72,7 +71,7 @@ impl ProxyCore {
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
             upstreams: Upstreams::default(),
-            metrics,
+            metrics: Arc::new(metrics),
             h1,
         })
     }
@@ -86,7 +85,7 @@ impl ProxyCore {
     pub async fn handle(
         self: Arc<Self>,
         ctx: Arc<ListenerCtx>,
-        mut req: Request<hyper::body::Incoming>,
+        mut req: Request<Body>,
         peer: SocketAddr,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -113,7 +112,7 @@ impl ProxyCore {
         &self,
         table: &RouteTable,
         ctx: &ListenerCtx,
-        req: Request<hyper::body::Incoming>,
+        req: Request<Body>,
         peer: SocketAddr,
         grpc: bool,
         labels: &mut RequestLabels,
@@ -164,7 +163,7 @@ async fn fault(route: &Route, grpc: bool) -> Option<Response<Body>> {
         let mut reply = local_reply(StatusCode::OK, "fault injected", true, "FI");
         reply
             .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from(code));
+            .insert(body::names::GRPC_STATUS, http::HeaderValue::from(code));
         return Some(reply);
     }
     Some(local_reply(abort.status, "fault injected", grpc, "FI"))
@@ -238,13 +237,16 @@ fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut http::request::
     }
 }
 
-/// W3C trace context: start a trace when the caller did not.
+/// W3C trace context: start a trace when the caller did not. The value is marked sensitive so
+/// HTTP/2 sends it as a never-indexed literal: a value unique to each request would otherwise
+/// push the headers that do repeat out of both ends' HPACK tables.
 fn ensure_traceparent(headers: &mut http::HeaderMap) {
-    if headers.contains_key("traceparent") {
-        return;
-    }
-    if let Ok(v) = http::HeaderValue::from_bytes(&new_traceparent()) {
-        headers.insert("traceparent", v);
+    use http::header::Entry;
+    if let Entry::Vacant(slot) = headers.entry(body::names::TRACEPARENT) {
+        if let Ok(mut v) = http::HeaderValue::from_bytes(&new_traceparent()) {
+            v.set_sensitive(true);
+            slot.insert(v);
+        }
     }
 }
 
