@@ -30,10 +30,17 @@ impl RouteConfig {
     /// The virtual host for an authority (Host header or `:authority`), Envoy's order: exact,
     /// then suffix wildcards, then prefix wildcards (longest first), then `*`.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = authority.to_ascii_lowercase();
+        // Lower-cased only when it has to be: clients send lower case almost always.
+        let lowered;
+        let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = authority.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            authority
+        };
         let found = self
             .exact
-            .get(&host)
+            .get(host)
             .copied()
             .or_else(|| {
                 self.suffix
