@@ -221,3 +221,31 @@ fn several_lines_of_the_key_header_are_hashed_together_in_sorted_order() {
         hash_of_values([&b"a"[..], b"bc"])
     );
 }
+
+#[test]
+fn a_baggage_member_key_is_the_hash_of_its_value() {
+    use crate::http::select::hash_key;
+    use crate::table::RegexRewrite;
+    use crate::upstream::balance::hash_of_values;
+    let rewrite = graymesh_xds::translate::baggage_member_rewrite("user-id");
+    let keys = [HashKey::Header {
+        name: "baggage".into(),
+        rewrite: Some(Box::new(RegexRewrite::compile(&rewrite).unwrap())),
+    }];
+    let peer: std::net::SocketAddr = ([10, 1, 2, 3], 5555).into();
+    let with = |values: &[&str]| {
+        let headers: Vec<(&str, &str)> = values.iter().map(|v| ("baggage", *v)).collect();
+        hash_key(&keys, &request("/", &headers), peer)
+    };
+    // Alice is Alice, whatever else her baggage says: she keeps her version.
+    assert_eq!(with(&["user-id=alice"]), Some(hash_of(b"alice")));
+    assert_eq!(
+        with(&["tenant=acme, user-id=alice;p=1"]),
+        Some(hash_of(b"alice"))
+    );
+    assert_eq!(with(&["xuser-id=bob"]), Some(hash_of(b"xuser-id=bob")));
+    assert_eq!(with(&[]), None);
+    // Two baggage lines: Envoy hashes both, each rewritten, sorted.
+    let expected = hash_of_values([&b"alice"[..], b"tenant=acme"]);
+    assert_eq!(with(&["tenant=acme", "user-id=alice"]), Some(expected));
+}
