@@ -35,7 +35,37 @@ spec:
     )
 }
 
-fn application(steps: &str) -> String {
+/// Where a user's sticky key travels: the trait's `hashKey`, and the request header carrying it.
+#[derive(Clone, Copy, Debug)]
+enum Sticky {
+    Header,
+    /// The W3C baggage member `user-id`.
+    Baggage,
+}
+
+impl Sticky {
+    fn hash_key(self) -> &'static str {
+        match self {
+            Sticky::Header => "{header: x-user-id}",
+            Sticky::Baggage => "{baggage: user-id}",
+        }
+    }
+
+    /// The header of `user`'s request `r`. The other baggage members change from request to
+    /// request, so only the member can keep the user on one version.
+    fn header(self, user: &str, r: usize) -> (&'static str, String) {
+        match self {
+            Sticky::Header => ("x-user-id", user.to_string()),
+            Sticky::Baggage => (
+                "baggage",
+                format!("tenant=acme;tier=gold, user-id={user};src=web, request={r}"),
+            ),
+        }
+    }
+}
+
+fn application(key: Sticky, steps: &str) -> String {
+    let hash_key = key.hash_key();
     format!(
         "apiVersion: core.oam.dev/v1beta1
 kind: Application
@@ -50,7 +80,7 @@ spec:
       properties:
         versions: {{oldVersion: reviews, newVersion: reviews-v2}}
         header: {{matchRule: exact, key: x-canary, value: 'true'}}
-        hashKey: {{header: x-user-id}}
+        hashKey: {hash_key}
   - name: reviews-v2
     type: webservice
     properties: {{host: reviews, port: 9080, version: v2}}
@@ -108,11 +138,15 @@ async fn mesh(name: &str) -> Mesh {
 }
 
 fn apply(pilot: &Pilot, dir: &Path, steps: &str) {
+    apply_keyed(pilot, dir, Sticky::Header, steps);
+}
+
+fn apply_keyed(pilot: &Pilot, dir: &Path, key: Sticky, steps: &str) {
     let file = dir.join("..").join(format!(
         "{}-app.yaml",
         dir.file_name().unwrap().to_string_lossy()
     ));
-    std::fs::write(&file, application(steps)).unwrap();
+    std::fs::write(&file, application(key, steps)).unwrap();
     pilot.cli_ok(&["apply", "-f", file.to_str().unwrap()]);
 }
 
@@ -504,14 +538,15 @@ async fn a_new_version_without_traffic_is_held_by_its_analysis_never_promoted() 
 }
 
 /// The version each of `users` gets (asked 3 times: it must be the same each time).
-async fn versions_of(proxy: SocketAddr, users: &[String]) -> Vec<String> {
+async fn versions_of(proxy: SocketAddr, key: Sticky, users: &[String]) -> Vec<String> {
     let http = Http1Client::new().with_timeout(Duration::from_secs(5));
     let mut out = Vec::new();
     for user in users {
         let mut seen = Vec::new();
-        for _ in 0..3 {
+        for request in 0..3 {
+            let (name, value) = key.header(user, request);
             let r = http
-                .get(&format!("http://{proxy}/"), &[("x-user-id", user)])
+                .get(&format!("http://{proxy}/"), &[(name, value.as_str())])
                 .await
                 .unwrap();
             assert_eq!(r.status, 200);
@@ -527,11 +562,23 @@ async fn versions_of(proxy: SocketAddr, users: &[String]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_keyed_by_the_hash_key_only_move_to_the_new_version_as_its_weight_grows() {
-    let m = mesh("rollout-sticky").await;
-    apply(
+async fn users_keyed_by_a_header_only_move_to_the_new_version_as_its_weight_grows() {
+    users_only_move_to_the_new_version_as_its_weight_grows(Sticky::Header).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_keyed_by_a_baggage_member_only_move_to_the_new_version_as_its_weight_grows() {
+    users_only_move_to_the_new_version_as_its_weight_grows(Sticky::Baggage).await;
+}
+
+/// With the trait's `hashKey`, 200 users each keep one version per level and only move from v1
+/// to v2 as the controller grows the weight 5 -> 20 -> 50 (a step listing v2 first included).
+async fn users_only_move_to_the_new_version_as_its_weight_grows(key: Sticky) {
+    let m = mesh(&format!("rollout-sticky-{key:?}").to_lowercase()).await;
+    apply_keyed(
         &m.pilot,
         &m.dir,
+        key,
         "    - name: five
       type: canary-rollout-weight
       properties: {traffic: [{revision: reviews, weight: 95}, {revision: reviews-v2, weight: 5}]}
@@ -558,21 +605,21 @@ async fn users_keyed_by_the_hash_key_only_move_to_the_new_version_as_its_weight_
         // the proxy follows the store within milliseconds; measure once it has this level
         let start = Instant::now();
         let versions = loop {
-            let versions = versions_of(m.proxy.local, &users).await;
+            let versions = versions_of(m.proxy.local, key, &users).await;
             let share = 100.0 * versions.iter().filter(|v| *v == "v2").count() as f64 / 200.0;
             if (share - weight).abs() <= 6.0 {
                 break versions;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "v2 share {share}% at weight {weight}%"
+                "{key:?}: v2 share {share}% at weight {weight}%"
             );
         };
         if let Some(before) = &previous {
             for ((user, was), now) in users.iter().zip(before).zip(&versions) {
                 assert!(
                     !(was == "v2" && now == "v1"),
-                    "{user} went back from v2 to v1 at {weight}%"
+                    "{key:?}: {user} went back from v2 to v1 at {weight}%"
                 );
             }
         }

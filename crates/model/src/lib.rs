@@ -6,6 +6,7 @@
 //! name; it hands back either a validated [`ConfigSet`] or every error it found, each naming the
 //! file, the object and the field.
 
+pub mod baggage;
 pub mod duration;
 pub mod error;
 pub mod host;

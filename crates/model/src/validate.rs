@@ -64,7 +64,7 @@ fn check_object(object: &Object, errors: &mut Vec<ModelError>) {
     let mut findings = Findings::new(&object.origin.file, object.display_name(), errors);
     match &object.spec {
         Spec::VirtualService(vs) => virtual_service::check(&mut findings, vs),
-        Spec::DestinationRule(dr) => destination_rule::check(&mut findings, dr),
+        Spec::DestinationRule(dr) => destination_rule::check(&mut findings, &object.meta, dr),
         Spec::ServiceEntry(se) => service_entry::check(&mut findings, se),
         Spec::Gateway(gw) => gateway::check(&mut findings, gw),
         Spec::Application(spec) => {

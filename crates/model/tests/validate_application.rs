@@ -264,10 +264,22 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
         "spec.workflow.steps[5]: comes after the promote step spec.workflow.steps[4], which ends the rollout; it would never run",
     ),
     (
-        "baggage hash key",
+        "baggage member that is no W3C key",
         "hashKey: {header: x-user-id}",
-        "hashKey: {baggage: user-id}",
-        "spec.components[0].traits[0].properties.hashKey.baggage: hashing on a baggage member is not supported yet: Istio's consistentHash has no baggage key; use header or cookie",
+        "hashKey: {baggage: 'user id'}",
+        "spec.components[0].traits[0].properties.hashKey.baggage: \"user id\" is not a W3C baggage key: ' ' is not allowed; a key is a token of letters, digits and !#$%&'*+-.^_`|~",
+    ),
+    (
+        "baggage member with a separator",
+        "hashKey: {header: x-user-id}",
+        "hashKey: {baggage: 'user-id=1'}",
+        "spec.components[0].traits[0].properties.hashKey.baggage: \"user-id=1\" is not a W3C baggage key: '=' is not allowed; a key is a token of letters, digits and !#$%&'*+-.^_`|~",
+    ),
+    (
+        "two hash keys",
+        "hashKey: {header: x-user-id}",
+        "hashKey: {header: x-user-id, baggage: user-id}",
+        "spec.components[0].traits[0].properties.hashKey: sets several keys; set exactly one of header, cookie, baggage",
     ),
     (
         "content step without any condition",
@@ -302,6 +314,24 @@ fn each_broken_variant_gets_one_precise_error() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_baggage_member_is_a_hash_key() {
+    // W3C keys are tokens: these are all valid, case kept as written.
+    for member in ["user-id", "User_ID", "a.b", "x!#$%&'*+^`|~9"] {
+        let text = variant(
+            "hashKey: {header: x-user-id}",
+            &format!("hashKey: {{baggage: \"{member}\"}}"),
+        );
+        let parsed = parse_documents("app.yaml", &text).unwrap();
+        validate_applications(&parsed.applications).unwrap_or_else(|e| panic!("{member}: {e:#?}"));
+        let key = parsed.applications[0]
+            .canary_traffic()
+            .and_then(|(_, c)| c.hash_key.clone())
+            .and_then(|k| k.baggage);
+        assert_eq!(key.as_deref(), Some(member));
+    }
 }
 
 #[test]

@@ -166,6 +166,36 @@ subsets:
     );
 }
 
+/// A DestinationRule `x` annotated with the baggage member `member`.
+fn with_member(member: &str, spec: &str) -> String {
+    object("DestinationRule", "default", "x", spec).replacen(
+        "  namespace: default\n",
+        &format!("  namespace: default\n  annotations: {{graymesh.io/hash-baggage-member: \"{member}\"}}\n"),
+        1,
+    )
+}
+
+#[test]
+fn a_baggage_member_narrows_a_baggage_hash_key() {
+    let top =
+        "host: reviews\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: baggage}}}";
+    let on_subset = "host: reviews\nsubsets:\n- name: v1\n  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: Baggage}}}";
+    for spec in [top, on_subset] {
+        valid(&[("x.yaml", &with_member("user-id", spec))]);
+    }
+    let field =
+        "x.yaml: DestinationRule default/x: metadata.annotations.graymesh.io/hash-baggage-member";
+    assert_eq!(
+        errors(&[("x.yaml", &with_member("user id", top))]),
+        [format!("{field}: \"user id\" is not a W3C baggage key: ' ' is not allowed; a key is a token of letters, digits and !#$%&'*+-.^_`|~")]
+    );
+    let by_header = "host: reviews\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user-id}}}";
+    assert_eq!(
+        errors(&[("x.yaml", &with_member("user-id", by_header))]),
+        [format!("{field}: names the baggage member \"user-id\", but no consistentHash here hashes on httpHeaderName: baggage; add one (top level or on a subset) or remove the annotation")]
+    );
+}
+
 // === ServiceEntry ===
 
 #[test]

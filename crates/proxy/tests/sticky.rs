@@ -13,17 +13,19 @@
 mod mesh;
 
 use futures::StreamExt;
+use graymesh_testkit::FakeAppHandle;
 use graymesh_testkit::{
     run_load, CallOptions, GrpcClient, Http1Client, Http2Client, LoadCall, LoadPlan, Reply,
 };
-use mesh::{app, free_addr, mesh_yaml, Pilot, Proxy};
+use mesh::{app, free_addr, mesh_yaml_annotated, Pilot, Proxy};
 use std::time::Duration;
 
 const USERS: usize = 200;
 const LEVELS: [(u32, u32); 3] = [(95, 5), (80, 20), (50, 50)];
 const LEVEL_HEADER: &str = "x-weight-level";
 /// A share on v2 within this many points of its weight. The user ids are fixed, so the shares
-/// are too: 200 users put 5.0%, 21.0%, 51.5% (header ids) and 6.0%, 21.5%, 53.5% (cookie ids)
+/// are too: 200 users put 5.0%, 21.0%, 51.5% (header ids, and baggage members, whose values are
+/// the same ids) and 6.0%, 21.5%, 53.5% (cookie ids)
 /// on v2 at 5, 20, 50, and 32.5% (cookie ids) at 30. Another set of 200 ids could land a few
 /// points further off (one standard deviation is 3.5 points at 50%).
 const SHARE_POINTS: f64 = 5.0;
@@ -33,6 +35,8 @@ const SHARE_POINTS: f64 = 5.0;
 enum Key {
     Header,
     Cookie,
+    /// The W3C baggage member `user-id`.
+    Baggage,
 }
 
 impl Key {
@@ -45,18 +49,41 @@ impl Key {
             Key::Cookie => {
                 "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpCookie: {name: session}}\n"
             }
+            Key::Baggage => {
+                "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: baggage}\n"
+            }
         }
     }
 
-    /// The request header that carries user `i`'s key (the cookie among others).
-    fn header(self, i: usize) -> (&'static str, String) {
+    /// The DestinationRule's annotations: a baggage key names its member there.
+    fn annotations(self) -> &'static str {
+        match self {
+            Key::Baggage => "graymesh.io/hash-baggage-member: user-id",
+            Key::Header | Key::Cookie => "",
+        }
+    }
+
+    /// The request header that carries user `i`'s key in their request `r` (the cookie among
+    /// others; the member among others that change from request to request, with spaces and
+    /// properties, so only the member can keep the user on one version).
+    fn header(self, i: usize, r: usize) -> (&'static str, String) {
         match self {
             Key::Header => ("x-user-id", format!("user-{i}")),
             Key::Cookie => (
                 "cookie",
                 format!("theme=dark; session=session-{i}; lang=en"),
             ),
+            Key::Baggage if r.is_multiple_of(2) => (
+                "baggage",
+                format!("tenant=acme;tier=gold, user-id=user-{i};src=web, request={r}"),
+            ),
+            Key::Baggage => ("baggage", format!("request={r},user-id = user-{i}")),
         }
+    }
+
+    /// The mesh with this key on the DestinationRule and `vs_http` as the routes.
+    fn mesh(self, apps: &[&FakeAppHandle], vs_http: &str) -> String {
+        mesh_yaml_annotated(apps, self.annotations(), self.rule(), vs_http)
     }
 }
 
@@ -103,19 +130,21 @@ struct Clients {
 /// The one version user `i` gets at `level`: two requests over HTTP/1.1, two over HTTP/2 and
 /// one gRPC call, each of which must answer from the same version.
 async fn version_of_user(c: Clients, key: Key, i: usize, level: String) -> String {
-    let (name, value) = key.header(i);
-    let headers = [(name, value.as_str())];
     let mut seen = Vec::new();
-    for _ in 0..2 {
-        for reply in [
-            c.h1.get(&c.url, &headers).await.unwrap(),
-            c.h2.get(&c.url, &headers).await.unwrap(),
-        ] {
-            assert_eq!(reply.status, 200, "user {i}");
-            assert_eq!(level_of(&reply), level, "user {i}: served by another split");
-            seen.push(reply.version.clone().unwrap_or_default());
-        }
+    for r in 0..4 {
+        let (name, value) = key.header(i, r);
+        let headers = [(name, value.as_str())];
+        let reply = if r.is_multiple_of(2) {
+            c.h1.get(&c.url, &headers).await
+        } else {
+            c.h2.get(&c.url, &headers).await
+        };
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "user {i}");
+        assert_eq!(level_of(&reply), level, "user {i}: served by another split");
+        seen.push(reply.version.clone().unwrap_or_default());
     }
+    let (name, value) = key.header(i, 4);
     let options = CallOptions::default().metadata(name, value.as_str());
     seen.push(c.grpc.version(&options).await.unwrap());
     assert!(
@@ -137,7 +166,7 @@ async fn cohort(clients: &Clients, key: Key, level: &str) -> Vec<String> {
 /// The rollout 95/5 → 80/20 → 50/50 with users keyed by `key`.
 async fn rollout_keeps_cohorts(key: Key) {
     let (v1, v2) = (app("v1").await, app("v2").await);
-    let config = |(a, b): (u32, u32)| mesh_yaml(&[&v1, &v2], key.rule(), &marked_split(a, b));
+    let config = |(a, b): (u32, u32)| key.mesh(&[&v1, &v2], &marked_split(a, b));
     let pilot = Pilot::start(free_addr(), &config(LEVELS[0])).await;
     let proxy = Proxy::start(vec![pilot.addr]).await;
     let clients = Clients {
@@ -182,9 +211,14 @@ async fn users_keyed_by_cookie_keep_one_version_and_only_move_to_the_canary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_keyed_by_a_baggage_member_keep_one_version_and_only_move_to_the_canary() {
+    rollout_keeps_cohorts(Key::Baggage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_key_are_still_split_at_random() {
     let (v1, v2) = (app("v1").await, app("v2").await);
-    let yaml = mesh_yaml(&[&v1, &v2], Key::Header.rule(), &marked_split(80, 20));
+    let yaml = Key::Header.mesh(&[&v1, &v2], &marked_split(80, 20));
     let pilot = Pilot::start(free_addr(), &yaml).await;
     let proxy = Proxy::start(vec![pilot.addr]).await;
     let plan = LoadPlan {
@@ -209,6 +243,37 @@ async fn requests_without_the_key_are_still_split_at_random() {
     proxy.stop().await;
 }
 
+/// A baggage header without the member is hashed whole (pilot's rewrite leaves it unchanged, as
+/// Envoy's would): such requests keep one version per distinct baggage and are spread as the
+/// weights say, instead of all landing on the one version an empty key would pick (the canary,
+/// at 5%: the empty key's point is 0.958).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_whose_baggage_lacks_the_member_are_spread_by_their_whole_baggage() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let yaml = Key::Baggage.mesh(&[&v1, &v2], &marked_split(95, 5));
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    wait_for_level(&proxy, "95-5").await;
+    let client = Http1Client::new();
+    let mut on_v2 = 0;
+    for i in 0..USERS {
+        let baggage = format!("tenant=acme, session=s-{i}");
+        let headers = [("baggage", baggage.as_str())];
+        let first = client.get(&proxy.url("/"), &headers).await.unwrap();
+        let again = client.get(&proxy.url("/"), &headers).await.unwrap();
+        assert!(first.status == 200 && again.status == 200, "{baggage:?}");
+        assert_eq!(first.version, again.version, "{baggage:?} flipped");
+        on_v2 += usize::from(first.version.as_deref() == Some("v2"));
+    }
+    // 200 such baggages put 5.0% on v2.
+    let share = on_v2 as f64 * 100.0 / USERS as f64;
+    assert!(
+        (share - 5.0).abs() <= SHARE_POINTS,
+        "{share:.1}% of member-less baggages on v2 at 95-5"
+    );
+    proxy.stop().await;
+}
+
 const PUBLIC_HOST: &str = "bookinfo.example.com";
 
 /// An ingress Gateway on `port` and a VirtualService bound to it splitting reviews `v1`/`v2`.
@@ -225,8 +290,7 @@ async fn a_gateway_and_a_sidecar_put_each_user_on_the_same_version() {
     let (v1, v2) = (app("v1").await, app("v2").await);
     let server = free_addr();
     let key = Key::Cookie;
-    let yaml = mesh_yaml(&[&v1, &v2], key.rule(), &marked_split(70, 30))
-        + &gateway_yaml(server.port(), 70, 30);
+    let yaml = key.mesh(&[&v1, &v2], &marked_split(70, 30)) + &gateway_yaml(server.port(), 70, 30);
     let pilot = Pilot::start(free_addr(), &yaml).await;
     let sidecar = Proxy::start(vec![pilot.addr]).await;
     let gateway = Proxy::start_gateway(vec![pilot.addr], server).await;
@@ -234,7 +298,7 @@ async fn a_gateway_and_a_sidecar_put_each_user_on_the_same_version() {
     let public_url = format!("http://{PUBLIC_HOST}/");
     let mut on_v2 = 0;
     for i in 0..USERS {
-        let (name, value) = key.header(i);
+        let (name, value) = key.header(i, 0);
         let headers = [(name, value.as_str())];
         let mesh = to_sidecar.get(&sidecar.url("/"), &headers).await.unwrap();
         let entry = to_gateway.get(&public_url, &headers).await.unwrap();

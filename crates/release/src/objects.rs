@@ -1,9 +1,12 @@
 //! A [`TrafficPlan`] as the ordinary Istio objects that carry it: one VirtualService (the content
 //! route to the new version first, then the weighted split, old version first and new one last)
-//! and one DestinationRule (a subset per version, the sticky hash key as `consistentHash`), both
-//! named `<application>-release` and labelled `graymesh.io/managed-by: release`.
+//! and one DestinationRule (a subset per version, the sticky hash key as `consistentHash`; a
+//! baggage member as `httpHeaderName: baggage` plus the rule's annotation
+//! `graymesh.io/hash-baggage-member`), both named `<application>-release` and labelled
+//! `graymesh.io/managed-by: release`.
 
 use crate::plan::{ContentMatch, TrafficPlan};
+use graymesh_model::baggage;
 use graymesh_model::istio::{
     ConsistentHashLb, Destination, DestinationRule, HttpCookie, HttpMatchRequest, HttpRoute,
     HttpRouteDestination, LoadBalancerSettings, PortSelector, StringMatch, Subset, TrafficPolicy,
@@ -42,18 +45,27 @@ impl Generated {
 
 pub(crate) fn objects(app: &Application, plan: &TrafficPlan<'_>, state: String) -> Generated {
     let meta = metadata(app, plan, state);
-    let vs = virtual_service(plan);
-    let dr = destination_rule(plan);
-    let object = |spec| Object {
+    let mut rule_meta = meta.clone();
+    if let Some(member) = baggage_member(plan) {
+        rule_meta
+            .annotations
+            .insert(baggage::MEMBER_ANNOTATION.to_string(), member.clone());
+    }
+    let object = |meta, spec| Object {
         api_version: ISTIO_API_VERSIONS[0].to_string(),
-        meta: meta.clone(),
+        meta,
         spec,
         origin: app.origin.clone(),
     };
     Generated {
-        virtual_service: object(Spec::VirtualService(vs)),
-        destination_rule: object(Spec::DestinationRule(dr)),
+        virtual_service: object(meta, Spec::VirtualService(virtual_service(plan))),
+        destination_rule: object(rule_meta, Spec::DestinationRule(destination_rule(plan))),
     }
+}
+
+/// The trait's baggage member, if that is its hash key.
+fn baggage_member<'p>(plan: &'p TrafficPlan<'_>) -> Option<&'p String> {
+    plan.canary.hash_key.as_ref()?.baggage.as_ref()
 }
 
 fn metadata(app: &Application, plan: &TrafficPlan<'_>, state: String) -> ObjectMeta {
@@ -174,12 +186,12 @@ fn destination_rule(plan: &TrafficPlan<'_>) -> DestinationRule {
         traffic_policy: None,
     };
     let consistent_hash = plan.canary.hash_key.as_ref().and_then(|key| {
-        match (&key.header, &key.cookie) {
-            (Some(header), _) => Some(ConsistentHashLb {
+        match (&key.header, &key.cookie, &key.baggage) {
+            (Some(header), _, _) => Some(ConsistentHashLb {
                 http_header_name: Some(header.clone()),
                 ..ConsistentHashLb::default()
             }),
-            (None, Some(cookie)) => Some(ConsistentHashLb {
+            (None, Some(cookie), _) => Some(ConsistentHashLb {
                 http_cookie: Some(HttpCookie {
                     name: cookie.clone(),
                     path: None,
@@ -187,8 +199,14 @@ fn destination_rule(plan: &TrafficPlan<'_>) -> DestinationRule {
                 }),
                 ..ConsistentHashLb::default()
             }),
-            // A baggage key is refused by validation: Istio's consistentHash has none.
-            (None, None) => None,
+            // Istio's consistentHash has no baggage key: the whole header, narrowed to the
+            // member by the rule's annotation (see `graymesh_model::baggage`).
+            (None, None, Some(_)) => Some(ConsistentHashLb {
+                http_header_name: Some(baggage::HEADER.to_string()),
+                ..ConsistentHashLb::default()
+            }),
+            // Validation requires one key.
+            (None, None, None) => None,
         }
     });
     DestinationRule {

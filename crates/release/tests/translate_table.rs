@@ -27,6 +27,7 @@ const NAMED_CASES: &[&str] = &[
     "content-header-and-weight",
     "content-cookie-uri-sticky-cookie",
     "rollback-step-other-namespace",
+    "weight-sticky-baggage",
 ];
 
 #[test]
@@ -204,9 +205,9 @@ fn check_in_pilot(
             "the first route is not the content route to {new_cluster}: {first}"
         ));
     }
-    let sticky = plan.canary.hash_key.is_some();
+    let sticky = plan.canary.hash_key.as_ref().map(hash_policy);
     let (old, new) = (cluster(&plan.old.properties.version), new_cluster);
-    check_sticky_split(routes, sticky, &old, &new)?;
+    check_sticky_split(routes, sticky.as_ref(), &old, &new)?;
     for name in &routed {
         let assignment = json["endpoints"]
             .as_array()
@@ -225,22 +226,46 @@ fn check_in_pilot(
     Ok(())
 }
 
+/// The route hash policy a trait's hash key must become, as pilot's JSON shows it: a baggage
+/// member is the `baggage` header cut down to the member's value.
+fn hash_policy(key: &graymesh_model::oam::HashKey) -> Value {
+    use serde_json::json;
+    match (&key.header, &key.cookie, &key.baggage) {
+        (Some(header), _, _) => json!({"header": {"header_name": header}}),
+        (None, Some(cookie), _) => json!({"cookie": {"name": cookie}}),
+        (None, None, Some(member)) => {
+            let rewrite = graymesh_xds::translate::baggage_member_rewrite(member);
+            let regex = rewrite.pattern.map(|p| p.regex);
+            json!({"header": {"header_name": "baggage", "regex_rewrite": {
+                "pattern": {"regex": regex}, "substitution": "\\1"}}})
+        }
+        (None, None, None) => Value::Null,
+    }
+}
+
 /// What keeps a sticky cohort monotonic in the proxy: the weighted split lists the old version's
-/// cluster first and the new one's last, and with a hash key every route carries it as its
+/// cluster first and the new one's last, and with a hash key every route carries it as its only
 /// hash policy (the proxy hashes it to choose the version, not only the endpoint).
-fn check_sticky_split(config: &Value, sticky: bool, old: &str, new: &str) -> Result<(), String> {
+fn check_sticky_split(
+    config: &Value,
+    sticky: Option<&Value>,
+    old: &str,
+    new: &str,
+) -> Result<(), String> {
     for route in config["virtual_hosts"][0]["routes"]
         .as_array()
         .into_iter()
         .flatten()
     {
         let action = &route["route"];
-        let has_hash = action["hash_policy"]
+        let policies = action["hash_policy"]
             .as_array()
-            .is_some_and(|p| !p.is_empty());
-        if has_hash != sticky {
+            .cloned()
+            .unwrap_or_default();
+        let wanted: Vec<Value> = sticky.into_iter().cloned().collect();
+        if policies != wanted {
             return Err(format!(
-                "route {}: hash policy {} with a hash key {sticky}",
+                "route {}: hash policy {} where the hash key makes {wanted:?}",
                 route["name"], action["hash_policy"]
             ));
         }

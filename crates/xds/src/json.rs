@@ -421,7 +421,13 @@ fn route_action(a: &rt::RouteAction) -> Value {
 fn hash_policy(h: &rt::route_action::HashPolicy) -> Value {
     use rt::route_action::hash_policy::PolicySpecifier as P;
     match &h.policy_specifier {
-        Some(P::Header(x)) => json!({ "header": { "header_name": x.header_name } }),
+        Some(P::Header(x)) => {
+            let rewrite = x.regex_rewrite.as_ref().map(|r| {
+                let regex = r.pattern.as_ref().map(|p| p.regex.clone());
+                json!({ "pattern": { "regex": regex }, "substitution": r.substitution })
+            });
+            json!({ "header": Obj::default().put("header_name", x.header_name.clone()).msg("regex_rewrite", rewrite).done() })
+        }
         Some(P::Cookie(c)) => {
             json!({ "cookie": Obj::default().put("name", c.name.clone()).put("path", c.path.clone()).put("ttl", c.ttl.as_ref().map(duration)).done() })
         }

@@ -51,6 +51,7 @@ const NAMED_CASES: &[&str] = &[
     "gateway-server-hosts",
     "sticky-weighted-split",
     "sticky-gateway",
+    "sticky-baggage-member",
 ];
 
 #[test]

@@ -186,7 +186,7 @@ fn namespace(f: &mut Findings, field: &str, ns: &str) {
     }
 }
 
-/// Exactly one key; baggage is refused until something can hash on it.
+/// Exactly one key, named; a baggage member by a W3C baggage key.
 fn hash_key(f: &mut Findings, field: &str, key: &HashKey) {
     let set: Vec<(&str, &String)> = [
         ("header", &key.header),
@@ -198,15 +198,20 @@ fn hash_key(f: &mut Findings, field: &str, key: &HashKey) {
     .collect();
     match set.as_slice() {
         [] => f.error(field, "set exactly one of header, cookie, baggage"),
-        [("baggage", _)] => f.error(
-            format!("{field}.baggage"),
-            "hashing on a baggage member is not supported yet: Istio's consistentHash has no baggage key; use header or cookie",
+        [(name, value)] if value.trim().is_empty() => f.error(
+            format!("{field}.{name}"),
+            format!("{name} name must not be empty"),
         ),
-        [(name, value)] if value.trim().is_empty() => {
-            f.error(format!("{field}.{name}"), format!("{name} name must not be empty"))
+        [("baggage", member)] => {
+            if let Some(problem) = crate::baggage::key_problem(member) {
+                f.error(format!("{field}.baggage"), problem);
+            }
         }
         [_] => {}
-        _ => f.error(field, "sets several keys; set exactly one of header, cookie, baggage"),
+        _ => f.error(
+            field,
+            "sets several keys; set exactly one of header, cookie, baggage",
+        ),
     }
 }
 

@@ -1,12 +1,16 @@
-//! Checks of one DestinationRule on its own: host, subsets, load balancer, outlier detection.
+//! Checks of one DestinationRule on its own: host, subsets, load balancer, outlier detection,
+//! the baggage member its hash keys name.
 //!
 //! Two DestinationRules competing for one host is a set-wide question, in `references`.
 
 use super::Findings;
+use crate::baggage;
 use crate::istio::{ConsistentHashLb, DestinationRule, LoadBalancerSettings, TrafficPolicy};
+use crate::ObjectMeta;
 use std::collections::BTreeMap;
 
-pub(super) fn check(f: &mut Findings, dr: &DestinationRule) {
+pub(super) fn check(f: &mut Findings, meta: &ObjectMeta, dr: &DestinationRule) {
+    baggage_member(f, meta, dr);
     if dr.host.trim().is_empty() {
         f.error("spec.host", "host is required, e.g. host: reviews");
     }
@@ -33,6 +37,23 @@ pub(super) fn check(f: &mut Findings, dr: &DestinationRule) {
         if let Some(policy) = &subset.traffic_policy {
             traffic_policy(f, &format!("{path}.trafficPolicy"), policy);
         }
+    }
+}
+
+/// The annotation names a W3C baggage key, and only narrows a baggage hash key the spec has.
+fn baggage_member(f: &mut Findings, meta: &ObjectMeta, dr: &DestinationRule) {
+    let Some(member) = baggage::member(meta) else {
+        return;
+    };
+    let field = format!("metadata.annotations.{}", baggage::MEMBER_ANNOTATION);
+    if let Some(problem) = baggage::key_problem(member) {
+        f.error(&field, problem);
+    }
+    if !baggage::hashed_by(dr) {
+        f.error(
+            field,
+            format!("names the baggage member {member:?}, but no consistentHash here hashes on httpHeaderName: baggage; add one (top level or on a subset) or remove the annotation"),
+        );
     }
 }
 

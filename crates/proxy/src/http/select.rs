@@ -2,9 +2,10 @@
 //! headers and query parameters all match. Written against [`RequestView`] so that hyper's parsed
 //! requests and the HTTP/1 fast path's borrowed heads are matched by the same code.
 
-use crate::table::{HashKey, Route, RouteConfig};
+use crate::table::{HashKey, RegexRewrite, Route, RouteConfig};
 use crate::upstream::balance;
 use http::request::Parts;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// What routing reads of a request.
@@ -109,7 +110,7 @@ fn header_value<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {
 /// The consistent-hash key of a request: the first of the route's hash policies that applies.
 pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> Option<u64> {
     keys.iter().find_map(|k| match k {
-        HashKey::Header(name) => req.header(name).map(|v| balance::hash_of(v.as_bytes())),
+        HashKey::Header { name, rewrite } => header_key(req, name, rewrite.as_deref()),
         HashKey::Cookie(name) => cookie(req, name).map(|v| balance::hash_of(v.as_bytes())),
         HashKey::SourceIp => Some(balance::hash_ip(peer.ip())),
         HashKey::Query(name) => req.query().and_then(|q| {
@@ -120,6 +121,36 @@ pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> O
             })
         }),
     })
+}
+
+/// A header's key as Envoy derives it: every value of the header, each rewritten if the policy
+/// says so, sorted, hashed together. One value, the usual case, is hashed alone and with no
+/// buffer; several lines of one header (rare) are collected to be sorted.
+fn header_key(req: &impl RequestView, name: &str, rewrite: Option<&RegexRewrite>) -> Option<u64> {
+    let mut first = None;
+    let several = req
+        .find_in_header(name, &mut |v| match first {
+            None => {
+                first = Some(v);
+                None
+            }
+            Some(_) => Some(()),
+        })
+        .is_some();
+    let first = first?;
+    if !several {
+        return Some(match rewrite {
+            None => balance::hash_of(first.as_bytes()),
+            Some(r) => balance::hash_of_pieces(|out| r.write(first, out)),
+        });
+    }
+    let mut values: Vec<Cow<'_, str>> = Vec::new();
+    req.find_in_header(name, &mut |v| {
+        values.push(rewrite.map_or(Cow::Borrowed(v), |r| Cow::Owned(r.rewrite(v))));
+        None::<()>
+    });
+    values.sort_unstable();
+    Some(balance::hash_of_values(values.iter().map(|v| v.as_bytes())))
 }
 
 fn cookie<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {

@@ -6,16 +6,18 @@
 //! error naming the resource, which the xDS client sends back as a NACK.
 
 mod cluster;
+mod hash;
 mod matcher;
 mod route;
 #[cfg(test)]
 mod tests;
 
 pub use cluster::{eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds};
+pub use hash::{HashKey, RegexRewrite};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
 pub use route::{
-    Action, Forward, HashKey, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig,
-    VirtualHost, WeightedCluster,
+    Action, Forward, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig, VirtualHost,
+    WeightedCluster,
 };
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;

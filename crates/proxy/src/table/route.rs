@@ -1,6 +1,7 @@
 //! Route configurations compiled for the data path: virtual hosts indexed by domain, routes in
 //! order with their matchers, and what to do with a matched request.
 
+use super::hash::HashKey;
 use super::matcher::{HeaderMatch, PathMatch, QueryMatch};
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValueOption,
@@ -110,14 +111,6 @@ pub struct Mirror {
     pub cluster: String,
     /// Parts per million of requests mirrored.
     pub ppm: u32,
-}
-
-#[derive(Debug, Clone)]
-pub enum HashKey {
-    Header(String),
-    Cookie(String),
-    SourceIp,
-    Query(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -334,7 +327,7 @@ fn forward(a: &rt::RouteAction) -> Result<Forward, String> {
                     .and_then(|f| f.default_value.as_ref())),
             })
             .collect(),
-        hash: a.hash_policy.iter().filter_map(hash_key).collect(),
+        hash: hash_keys(&a.hash_policy)?,
     })
 }
 
@@ -348,15 +341,12 @@ fn ppm(p: Option<&envoy_types::pb::envoy::r#type::v3::FractionalPercent>) -> u32
     p.numerator.saturating_mul(scale).min(1_000_000)
 }
 
-fn hash_key(h: &rt::route_action::HashPolicy) -> Option<HashKey> {
-    use rt::route_action::hash_policy::PolicySpecifier as P;
-    Some(match h.policy_specifier.as_ref()? {
-        P::Header(x) => HashKey::Header(x.header_name.to_ascii_lowercase()),
-        P::Cookie(c) => HashKey::Cookie(c.name.clone()),
-        P::ConnectionProperties(c) if c.source_ip => HashKey::SourceIp,
-        P::QueryParameter(q) => HashKey::Query(q.name.clone()),
-        _ => return None,
-    })
+fn hash_keys(policies: &[rt::route_action::HashPolicy]) -> Result<Vec<HashKey>, String> {
+    let mut keys = Vec::with_capacity(policies.len());
+    for p in policies {
+        keys.extend(HashKey::compile(p)?);
+    }
+    Ok(keys)
 }
 
 fn retry(p: &rt::RetryPolicy) -> RetrySpec {

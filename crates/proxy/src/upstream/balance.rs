@@ -116,6 +116,27 @@ pub fn hash_of(value: &[u8]) -> u64 {
     fnv1a_64(value)
 }
 
+/// [`hash_of`] a value handed out in pieces (a rewritten header value), without a buffer.
+pub fn hash_of_pieces(write: impl FnOnce(&mut dyn FnMut(&str))) -> u64 {
+    let mut state = fnv1a_64(b"");
+    write(&mut |piece| state = fnv1a_64_extend(state, piece.as_bytes()));
+    state
+}
+
+/// The hash of a key made of several values (the lines of one header), in the given order: one
+/// value hashes as [`hash_of`] it; values are joined by a NUL, which no header value holds, so
+/// `["ab", "c"]` and `["a", "bc"]` differ.
+pub fn hash_of_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut state = fnv1a_64(b"");
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            state = fnv1a_64_extend(state, &[0]);
+        }
+        state = fnv1a_64_extend(state, value);
+    }
+    state
+}
+
 /// The hash of an address by its octets (4 or 16), without formatting it.
 pub fn hash_ip(ip: IpAddr) -> u64 {
     match ip {

@@ -255,6 +255,21 @@ pub async fn app(version: &str) -> FakeAppHandle {
 
 /// A ServiceEntry for reviews with the given (version, app) endpoints, v1/v2 subsets, plus extra.
 pub fn mesh_yaml(apps: &[&FakeAppHandle], dr_extra: &str, vs_http: &str) -> String {
+    mesh_yaml_annotated(apps, "", dr_extra, vs_http)
+}
+
+/// [`mesh_yaml`] with annotations on the DestinationRule (`key: value` entries of a flow map).
+pub fn mesh_yaml_annotated(
+    apps: &[&FakeAppHandle],
+    dr_annotations: &str,
+    dr_extra: &str,
+    vs_http: &str,
+) -> String {
+    let dr_meta = if dr_annotations.is_empty() {
+        String::new()
+    } else {
+        format!(", annotations: {{{dr_annotations}}}")
+    };
     let endpoints: String = apps
         .iter()
         .map(|a| {
@@ -267,7 +282,7 @@ pub fn mesh_yaml(apps: &[&FakeAppHandle], dr_extra: &str, vs_http: &str) -> Stri
         .collect();
     format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints:\n{endpoints}---\n\
-apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n{dr_extra}  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews{dr_meta}}}\nspec:\n  host: reviews\n{dr_extra}  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n---\n\
 apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n{vs_http}"
     )
 }

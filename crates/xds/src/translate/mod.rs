@@ -8,12 +8,15 @@
 mod clusters;
 mod endpoints;
 mod gateway;
+mod hash_policy;
 mod listeners;
 pub(crate) mod pb;
 mod routes;
 mod tcp;
 #[cfg(test)]
 mod tests;
+
+pub use hash_policy::baggage_member_rewrite;
 
 use crate::node::{NodeKind, ProxyClass};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;

@@ -3,6 +3,7 @@
 //! its own cluster; with one, requests no route matches get 404, as in Istio. A VirtualService
 //! none of whose routes applies to the node and port counts as absent (Istio discards it).
 
+use super::hash_policy::{destinations_hash_policy, hash_policy};
 use super::{cluster_name, pb, Context};
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
@@ -12,7 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     query_parameter_matcher::QueryParameterMatchSpecifier,
     redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
     route::Action,
-    route_action::{self, ClusterSpecifier, HashPolicy, MaxStreamDuration, RequestMirrorPolicy},
+    route_action::{self, ClusterSpecifier, MaxStreamDuration, RequestMirrorPolicy},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
     HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
@@ -445,64 +446,6 @@ pub(super) fn destination_cluster(
         }
     });
     cluster_name(dest_port, d.subset.as_deref(), &host)
-}
-
-/// The hash keys of every destination of a route, each once, in the destinations' order. A
-/// weighted route needs them as much as a single-destination one: besides choosing the endpoint
-/// in a ring-hash cluster, graymesh's proxy hashes the same key to choose among the weighted
-/// clusters, which is what keeps a user on one version through a canary rollout. Asking only the
-/// first destination would miss a key set on another subset alone.
-fn destinations_hash_policy(
-    ctx: &Context<'_>,
-    live: &[&HttpRouteDestination],
-    ns: &str,
-) -> Vec<HashPolicy> {
-    let mut out: Vec<HashPolicy> = Vec::new();
-    for d in live {
-        let host = ctx.config.resolve_host(&d.destination.host, ns);
-        let policy = hash_policy(ctx, &host, d.destination.subset.as_deref());
-        if let Some(policy) = policy.filter(|p| !out.contains(p)) {
-            out.push(policy);
-        }
-    }
-    out
-}
-
-/// Consistent-hash keys live on the route in Envoy, on the DestinationRule in Istio.
-fn hash_policy(ctx: &Context<'_>, host: &str, subset: Option<&str>) -> Option<HashPolicy> {
-    use route_action::hash_policy::{
-        ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
-    };
-    let rule = ctx.destination_rule(host)?;
-    let own = subset
-        .and_then(|s| rule.spec.subsets.iter().find(|x| x.name == s))
-        .and_then(|s| s.traffic_policy.as_ref());
-    let policy = super::clusters::merge(rule.spec.traffic_policy.as_ref(), own);
-    let h = policy.load_balancer.and_then(|lb| lb.consistent_hash)?;
-    let spec = if let Some(name) = h.http_header_name {
-        PolicySpecifier::Header(Header {
-            header_name: name,
-            regex_rewrite: None,
-        })
-    } else if let Some(c) = h.http_cookie {
-        PolicySpecifier::Cookie(Cookie {
-            name: c.name,
-            path: c.path.unwrap_or_default(),
-            ttl: c.ttl.map(|d| pb::duration(d.as_std())),
-            ..Default::default()
-        })
-    } else if let Some(name) = h.http_query_parameter_name {
-        PolicySpecifier::QueryParameter(QueryParameter { name })
-    } else if h.use_source_ip == Some(true) {
-        PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
-    } else {
-        // Validation refuses a consistentHash without a key.
-        return None;
-    };
-    Some(HashPolicy {
-        terminal: false,
-        policy_specifier: Some(spec),
-    })
 }
 
 /// A `headers` block (request and response operations) onto a route's or a weighted cluster's

@@ -30,7 +30,7 @@ fn route(clusters: &[(&str, u64)]) -> Forward {
         prefix_rewrite: None,
         host_rewrite: None,
         mirrors: Vec::new(),
-        hash: vec![HashKey::Header("x-user-id".into())],
+        hash: vec![HashKey::header("x-user-id")],
     }
 }
 
@@ -167,7 +167,7 @@ fn the_key_is_the_first_one_the_request_carries() {
     use crate::http::select::hash_key;
     use crate::upstream::balance::hash_ip;
     let keys = [
-        HashKey::Header("x-user-id".into()),
+        HashKey::header("x-user-id"),
         HashKey::Cookie("session".into()),
         HashKey::Query("uid".into()),
     ];
@@ -198,4 +198,54 @@ fn listing_the_versions_the_other_way_round_deals_the_cohorts_anew() {
         .filter(|i| pick(&forward, Some(user(*i))).name != pick(&backward, Some(user(*i))).name)
         .count();
     assert_eq!(moved, 1000);
+}
+
+#[test]
+fn several_lines_of_the_key_header_are_hashed_together_in_sorted_order() {
+    use crate::http::select::hash_key;
+    use crate::upstream::balance::hash_of_values;
+    let keys = [HashKey::header("x-user-id")];
+    let peer: std::net::SocketAddr = ([10, 1, 2, 3], 5555).into();
+    let one = request("/", &[("x-user-id", "u1")]);
+    assert_eq!(hash_key(&keys, &one, peer), Some(hash_of(b"u1")));
+    let (ab, ba) = (
+        request("/", &[("x-user-id", "a"), ("x-user-id", "b")]),
+        request("/", &[("x-user-id", "b"), ("x-user-id", "a")]),
+    );
+    let both = hash_of_values([&b"a"[..], b"b"]);
+    assert_eq!(hash_key(&keys, &ab, peer), Some(both));
+    assert_eq!(hash_key(&keys, &ba, peer), Some(both));
+    assert_ne!(both, hash_of(b"ab"));
+    assert_ne!(
+        hash_of_values([&b"ab"[..], b"c"]),
+        hash_of_values([&b"a"[..], b"bc"])
+    );
+}
+
+#[test]
+fn a_baggage_member_key_is_the_hash_of_its_value() {
+    use crate::http::select::hash_key;
+    use crate::table::RegexRewrite;
+    use crate::upstream::balance::hash_of_values;
+    let rewrite = graymesh_xds::translate::baggage_member_rewrite("user-id");
+    let keys = [HashKey::Header {
+        name: "baggage".into(),
+        rewrite: Some(Box::new(RegexRewrite::compile(&rewrite).unwrap())),
+    }];
+    let peer: std::net::SocketAddr = ([10, 1, 2, 3], 5555).into();
+    let with = |values: &[&str]| {
+        let headers: Vec<(&str, &str)> = values.iter().map(|v| ("baggage", *v)).collect();
+        hash_key(&keys, &request("/", &headers), peer)
+    };
+    // Alice is Alice, whatever else her baggage says: she keeps her version.
+    assert_eq!(with(&["user-id=alice"]), Some(hash_of(b"alice")));
+    assert_eq!(
+        with(&["tenant=acme, user-id=alice;p=1"]),
+        Some(hash_of(b"alice"))
+    );
+    assert_eq!(with(&["xuser-id=bob"]), Some(hash_of(b"xuser-id=bob")));
+    assert_eq!(with(&[]), None);
+    // Two baggage lines: Envoy hashes both, each rewritten, sorted.
+    let expected = hash_of_values([&b"alice"[..], b"tenant=acme"]);
+    assert_eq!(with(&["tenant=acme", "user-id=alice"]), Some(expected));
 }
