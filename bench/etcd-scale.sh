@@ -8,7 +8,9 @@
 #                                        build (e.g. the one-stream-per-heartbeat pilot) on a fresh etcd
 #
 # Knobs (environment): INSTANCES=10000 SERVICES=100 TTL=10 (s; heartbeats every TTL/3)
-#   CHANGED=1000 CONCURRENCY=64 STEADY_S=10 TIMEOUT_S=120
+#   CHANGED=1000 CONCURRENCY=64 STEADY_S=10 TIMEOUT_S=120 NICE=19 (niceness of etcd, pilot and
+#   the load tool: 19 spares other work on a shared machine, but then any nice-0 CPU load --
+#   a cargo build -- starves all three and the run measures the starvation, see bench/README.md)
 #
 # What it does: starts a real etcd (Debian etcd-server, installed if missing) on free loopback
 # ports with a temp data dir, then bench/etcd-load, which runs `graymesh pilot --etcd`,
@@ -26,6 +28,7 @@ cd "$ROOT"
 INSTANCES="${INSTANCES:-10000}"
 SERVICES="${SERVICES:-100}"
 TTL="${TTL:-10}"
+NICE="${NICE:-19}"
 CHANGED="${CHANGED:-1000}"
 CONCURRENCY="${CONCURRENCY:-64}"
 STEADY_S="${STEADY_S:-10}"
@@ -77,12 +80,17 @@ fi
 
 say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- crates bench 2>/dev/null || echo ' (uncommitted changes)'); $("$ETCD" --version | head -1); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+if [ "$NICE" -gt 0 ] && awk -v n="$(nproc)" '{ exit !($1 > n * 0.75) }' /proc/loadavg; then
+    echo "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores: etcd, pilot and the load tool run at nice $NICE, so" \
+        "other work starves them and the run measures that (NICE=0 to share the CPU fairly)" >&2
+fi
+
 # start_etcd NAME: a fresh etcd with its own data dir on free loopback ports; sets ETCD_URL.
 start_etcd() {
     local client peer
     client="http://127.0.0.1:$(free_port)"
     peer="http://127.0.0.1:$(free_port)"
-    nice -n 19 "$ETCD" --name "bench" --data-dir "$WORK/etcd-$1.data" \
+    nice -n "$NICE" "$ETCD" --name "bench" --data-dir "$WORK/etcd-$1.data" \
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
         --initial-cluster "bench=$peer" >"$WORK/etcd-$1.log" 2>&1 &
@@ -106,7 +114,7 @@ run_load() {
     shift 2
     start_etcd "$name"
     say "$name: $INSTANCES instances, $SERVICES services, TTL ${TTL}s, pilot $bin"
-    nice -n 19 "$LOAD_BIN" --graymesh "$bin" --etcd "$ETCD_URL" \
+    nice -n "$NICE" "$LOAD_BIN" --graymesh "$bin" --etcd "$ETCD_URL" \
         --xds-addr "127.0.0.1:$(free_port)" --http-addr "127.0.0.1:$(free_port)" \
         --pilot-log "$WORK/pilot-$name.log" --instances "$INSTANCES" --services "$SERVICES" \
         --ttl "$TTL" --changed "$CHANGED" --concurrency "$CONCURRENCY" --steady-s "$STEADY_S" \

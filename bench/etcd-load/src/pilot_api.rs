@@ -110,6 +110,9 @@ pub struct Beats {
     pub failed: AtomicU64,
     /// The last failure other than 404/503, for the report.
     pub last_error: Mutex<String>,
+    /// Every failure other than 404/503 and the 503s, counted by kind (the message with its
+    /// numbers taken out), so a run that fails says how.
+    pub errors: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Beats {
@@ -120,7 +123,20 @@ impl Beats {
             "unavailable": self.unavailable.load(Ordering::Relaxed),
             "failed": self.failed.load(Ordering::Relaxed),
             "last_error": self.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+            "errors": self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         })
+    }
+
+    fn count_error(&self, why: &str) {
+        // Ids, ports and durations differ from call to call; the kind is what is left.
+        let kind: String = why
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .take(160)
+            .collect();
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(kind).or_default() += 1;
+        }
     }
 }
 
@@ -157,12 +173,16 @@ pub async fn heartbeat_forever(
                 let counter = match api.heartbeat(&id).await {
                     Ok(204) => &beats.ok,
                     Ok(404) => &beats.not_found,
-                    Ok(503) => &beats.unavailable,
+                    Ok(503) => {
+                        beats.count_error("HTTP 503 (registry unavailable)");
+                        &beats.unavailable
+                    }
                     other => {
                         let why = match other {
                             Ok(status) => format!("HTTP {status}"),
                             Err(e) => format!("{e:#}"),
                         };
+                        beats.count_error(&why);
                         if let Ok(mut last) = beats.last_error.lock() {
                             *last = why;
                         }
