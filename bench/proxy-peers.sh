@@ -581,12 +581,17 @@ if [ "$PERF" = 1 ]; then
         perf script -i "$out.data" --no-inline -F ip,sym,dso 2>/dev/null \
             | python3 "$ROOT/bench/perf-breakdown.py" --us-per-request "$us" >"$out-breakdown.md" || true
         cat "$out-breakdown.md"
-        # Trailing blanks trimmed, long (generic) symbol names cut at 220 characters.
+        perf_reports "$p" "$out"
+    }
+    # perf_reports PEER OUT: self and inclusive time by symbol from OUT.data into OUT-self.txt and
+    # OUT-children.txt (trailing blanks trimmed, long generic names cut at 220 characters).
+    perf_reports() {
+        local p="$1" out="$2"
         perf report -i "$out.data" --no-children --sort symbol --stdio --percent-limit 0.5 \
             -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-self.txt" || true
         perf report -i "$out.data" --children --sort symbol --stdio --percent-limit 1 \
             -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-children.txt" || true
-        echo "top self time ($p; the rest in perf-$p-self.txt with KEEP=DIR):"
+        echo "top self time ($p; the rest in $(basename "$out")-self.txt with KEEP=DIR):"
         grep -v '^#' "$out-self.txt" | sed -n 1,25p || true
     }
     # perf_profile_h2 PEER: syscalls per request and a profile during h2load.
@@ -619,12 +624,7 @@ PYEOF
         kill -INT "$PERF_PID"
         wait "$PERF_PID" || true
         PERF_PID=""
-        perf report -i "$out.data" --no-children --sort symbol --stdio --percent-limit 0.5 \
-            -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-self.txt" || true
-        perf report -i "$out.data" --children --sort symbol --stdio --percent-limit 1 \
-            -g none 2>/dev/null | sed -e 's/ *[- ]*$//' -e '/^$/d' | cut -c1-220 >"$out-children.txt" || true
-        echo "top self time ($p; the rest in perf-h2-$p-self.txt with KEEP=DIR):"
-        grep -v '^#' "$out-self.txt" | sed -n 1,25p || true
+        perf_reports "$p" "$out"
     }
     for p in graymesh haproxy nginx; do perf_profile "$p"; done
 fi
