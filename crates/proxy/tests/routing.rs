@@ -413,6 +413,38 @@ async fn http2_bodies_larger_than_the_windows_arrive_whole_beside_other_streams(
     proxy.stop().await;
 }
 
+/// Draining (SIGTERM) stops new HTTP/2 streams with a GOAWAY but lets the open ones finish: the
+/// proxy stops only once a slow response has been relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_lets_open_http2_streams_finish() {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let client = Http2Client::new();
+    let first = client.get(&proxy.url("/"), &[]).await.unwrap();
+    assert_eq!(first.status, 200, "the connection is open before the drain");
+    let slow = tokio::spawn({
+        let (client, url) = (client.clone(), proxy.url("/delay/800"));
+        async move { client.get(&url, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = std::time::Instant::now();
+    proxy.stop().await;
+    let stopped_after = draining.elapsed();
+    let reply = tokio::time::timeout(Duration::from_secs(5), slow)
+        .await
+        .expect("bounded")
+        .unwrap()
+        .expect("the open stream was answered");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json().unwrap()["path"], "/delay/800");
+    assert!(
+        stopped_after >= Duration::from_millis(400),
+        "the proxy waited for the open stream ({stopped_after:?})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_are_retried_and_their_deadline_is_enforced() {
     let (bad, good) = (app("v1").await, app("v1").await);
