@@ -445,6 +445,55 @@ async fn draining_lets_open_http2_streams_finish() {
     );
 }
 
+/// The upstream protocol is the cluster's: an HTTP2 (or GRPC) port is reached over HTTP/2 even
+/// from an HTTP/1.1 client, an HTTP port over what the client spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_port_is_reached_over_http2_whatever_the_client_speaks() {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n";
+    let http = mesh_yaml(&[&v1], "", vs);
+    let http2 = http
+        .replace(
+            "name: http, protocol: HTTP}",
+            "name: http2, protocol: HTTP2}",
+        )
+        .replace("ports: {http:", "ports: {http2:");
+    assert_ne!(http, http2, "the port is renamed");
+    let pilot = Pilot::start(free_addr(), &http).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let seen = |reply: graymesh_testkit::Reply| reply.json().unwrap()["protocol"].clone();
+    let h1 = Http1Client::new();
+    let h2 = Http2Client::new();
+    assert_eq!(
+        seen(h1.get(&proxy.url("/"), &[]).await.unwrap()),
+        "HTTP/1.1"
+    );
+    assert_eq!(
+        seen(h2.get(&proxy.url("/"), &[]).await.unwrap()),
+        "HTTP/2.0"
+    );
+    // Only the clusters change (the routes are the same): wait for the new ones to be in use.
+    pilot.publish(&http2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen(h1.get(&proxy.url("/"), &[]).await.unwrap()) != "HTTP/2.0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an HTTP/1.1 client's request goes to the HTTP2 port as HTTP/2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posted = h1
+        .post(&proxy.url("/up"), &[], vec![b'x'; 100_000])
+        .await
+        .unwrap();
+    assert_eq!(posted.json().unwrap()["body_len"], 100_000, "with its body");
+    assert_eq!(
+        seen(h2.get(&proxy.url("/"), &[]).await.unwrap()),
+        "HTTP/2.0"
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_are_retried_and_their_deadline_is_enforced() {
     let (bad, good) = (app("v1").await, app("v1").await);

@@ -483,30 +483,45 @@ fn upstream_http_options(o: &upstream_http::HttpProtocolOptions) -> Value {
             )
             .done()
     });
-    let downstream = match &o.upstream_protocol_options {
-        Some(U::UseDownstreamProtocolConfig(d)) => {
-            let h2 = d.http2_protocol_options.as_ref().map(|h| {
-                Obj::default()
-                    .put(
-                        "max_concurrent_streams",
-                        h.max_concurrent_streams.as_ref().map(|v| v.value),
-                    )
-                    .done()
-            });
+    let http2 = |h: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions| {
+        Obj::default()
+            .put(
+                "max_concurrent_streams",
+                h.max_concurrent_streams.as_ref().map(|v| v.value),
+            )
+            .done()
+    };
+    let (downstream, explicit) = match &o.upstream_protocol_options {
+        Some(U::UseDownstreamProtocolConfig(d)) => (
             Some(
                 Obj::default()
                     .msg(
                         "http_protocol_options",
                         d.http_protocol_options.as_ref().map(|_| json!({})),
                     )
-                    .msg("http2_protocol_options", h2)
+                    .msg(
+                        "http2_protocol_options",
+                        d.http2_protocol_options.as_ref().map(http2),
+                    )
                     .done(),
-            )
+            ),
+            None,
+        ),
+        Some(U::ExplicitHttpConfig(e)) => {
+            use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as P;
+            let config = match &e.protocol_config {
+                Some(P::Http2ProtocolOptions(h)) => json!({"http2_protocol_options": http2(h)}),
+                Some(P::HttpProtocolOptions(_)) => json!({"http_protocol_options": {}}),
+                Some(P::Http3ProtocolOptions(_)) => json!({"http3_protocol_options": {}}),
+                None => json!({}),
+            };
+            (None, Some(config))
         }
-        _ => None,
+        _ => (None, None),
     };
     Obj::default()
         .msg("common_http_protocol_options", common)
+        .msg("explicit_http_config", explicit)
         .msg("use_downstream_protocol_config", downstream)
         .done()
 }

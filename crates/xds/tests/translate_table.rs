@@ -52,6 +52,7 @@ const NAMED_CASES: &[&str] = &[
     "sticky-weighted-split",
     "sticky-gateway",
     "sticky-baggage-member",
+    "h2-ports",
 ];
 
 #[test]

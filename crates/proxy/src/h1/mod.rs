@@ -26,7 +26,7 @@ use crate::http::weighted;
 use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
 use crate::metrics::{AccessEntry, RequestLabels};
-use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable};
+use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::now_ms;
 use crate::upstream::{balance, ClusterState, EndpointState};
 use arc_swap::ArcSwap;
@@ -263,7 +263,15 @@ async fn handle(
         ..
     })) = route
     {
-        if !f.mirrors.is_empty() {
+        // Mirrors, and clusters that take HTTP/2 (HTTP2 and GRPC ports), are the general path's.
+        let h2_upstream = || {
+            f.clusters.iter().any(|wc| {
+                table
+                    .cluster(&wc.name)
+                    .is_some_and(|c| c.upstream == UpstreamProtocol::Http2)
+            })
+        };
+        if !f.mirrors.is_empty() || h2_upstream() {
             return Next::Handover;
         }
     }

@@ -6,7 +6,7 @@
 use super::body::{self, local_reply, Body};
 use super::ProxyCore;
 use crate::metrics::RequestLabels;
-use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable};
+use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState};
 use bytes::Bytes;
@@ -203,7 +203,13 @@ async fn attempts(
     hash: Option<u64>,
     grpc: bool,
 ) -> Response<Body> {
-    let Some(_admitted) = Admission::new(spec, state, parts.version) else {
+    let h2 = speaks_h2(spec, parts);
+    let version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let Some(_admitted) = Admission::new(spec, state, version) else {
         let mut reply = local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream overflow: circuit breaker open",
@@ -233,7 +239,7 @@ async fn attempts(
             &endpoint,
             parts,
             payload.take(),
-            addr,
+            (addr, h2),
             retry.and_then(|r| r.per_try_timeout),
         )
         .await;
@@ -286,10 +292,9 @@ async fn attempt(
     endpoint: &Arc<EndpointState>,
     parts: &Parts,
     body: Body,
-    addr: SocketAddr,
+    (addr, h2): (SocketAddr, bool),
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failure> {
-    let h2 = parts.version == Version::HTTP_2;
     let request = upstream_request(parts, body, addr, h2);
     endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
     let call = async {
@@ -316,6 +321,16 @@ async fn attempt(
     result?
 }
 
+/// Whether requests to `spec`'s endpoints go as HTTP/2: always for HTTP2 and GRPC ports'
+/// clusters, never for explicit HTTP/1 ones, otherwise as the client spoke.
+fn speaks_h2(spec: &ClusterSpec, parts: &Parts) -> bool {
+    match spec.upstream {
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
+    }
+}
+
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -328,7 +343,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Headers that describe one hop, not the request (HTTP/1; HTTP/2 requests cannot carry the
-/// first five, the h2 codec refuses them).
+/// first five, the h2 codec refuses them on the way in).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -374,7 +389,11 @@ fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Re
     // The map is copied whole (its values are shared bytes); what must not cross is removed.
     let headers = request.headers_mut();
     *headers = parts.headers.clone();
-    let first = if h2 { 5 } else { 0 };
+    let first = if parts.version == Version::HTTP_2 {
+        5
+    } else {
+        0
+    };
     for name in &HOP_BY_HOP[first..] {
         if headers.contains_key(name) {
             headers.remove(name);
@@ -532,7 +551,7 @@ fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payl
         let Some(addr) = balance::pick(spec, &state, None, now_ms(), &[]) else {
             continue;
         };
-        let h2 = parts.version == Version::HTTP_2;
+        let h2 = speaks_h2(spec, parts);
         let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
         if let Some(host) = request
             .headers()

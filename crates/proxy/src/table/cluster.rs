@@ -55,10 +55,24 @@ pub struct OutlierSpec {
     pub max_ejection_percent: u32,
 }
 
+/// Which HTTP version requests to a cluster's endpoints use (the cluster's
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// The one the client spoke (`use_downstream_protocol_config`, or no option at all).
+    #[default]
+    Downstream,
+    /// `explicit_http_config.http_protocol_options`.
+    Http1,
+    /// `explicit_http_config.http2_protocol_options`: HTTP2 and GRPC ports.
+    Http2,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSpec {
     pub name: String,
     pub lb: LbPolicy,
+    pub upstream: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
     pub connect_timeout: Duration,
     pub thresholds: Thresholds,
@@ -116,6 +130,7 @@ pub fn compile(
     Ok(ClusterSpec {
         name: c.name.clone(),
         lb,
+        upstream: upstream_protocol(c)?,
         endpoints,
         connect_timeout: c
             .connect_timeout
@@ -234,4 +249,37 @@ fn endpoints(a: &ClusterLoadAssignment) -> Result<Vec<Endpoint>, String> {
         }
     }
     Ok(out)
+}
+
+/// The cluster's upstream protocol, from its typed HTTP protocol options.
+fn upstream_protocol(c: &Cluster) -> Result<UpstreamProtocol, String> {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        http_protocol_options::{
+            explicit_http_config::ProtocolConfig as P, UpstreamProtocolOptions as U,
+        },
+        HttpProtocolOptions,
+    };
+    use prost::Message;
+    const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let Some(any) = c.typed_extension_protocol_options.get(KEY) else {
+        return Ok(UpstreamProtocol::Downstream);
+    };
+    let options = HttpProtocolOptions::decode(any.value.as_slice())
+        .map_err(|e| format!("{KEY}: cannot decode: {e}"))?;
+    Ok(match options.upstream_protocol_options {
+        Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
+            Some(P::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+            Some(P::HttpProtocolOptions(_)) => UpstreamProtocol::Http1,
+            Some(P::Http3ProtocolOptions(_)) => {
+                return Err(format!("{KEY}: HTTP/3 upstreams are not supported"))
+            }
+            None => UpstreamProtocol::Downstream,
+        },
+        Some(U::AutoConfig(_)) => {
+            return Err(format!(
+                "{KEY}: auto_config (ALPN) is not supported: plaintext upstreams only"
+            ))
+        }
+        Some(U::UseDownstreamProtocolConfig(_)) | None => UpstreamProtocol::Downstream,
+    })
 }

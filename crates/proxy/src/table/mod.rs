@@ -12,7 +12,9 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds};
+pub use cluster::{
+    eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds, UpstreamProtocol,
+};
 pub use hash::{HashKey, RegexRewrite};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
 pub use route::{

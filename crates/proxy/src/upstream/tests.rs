@@ -11,6 +11,7 @@ fn spec(lb: LbPolicy, n: u8) -> ClusterSpec {
     ClusterSpec {
         name: "c".into(),
         lb,
+        upstream: Default::default(),
         endpoints: (1..=n)
             .map(|i| Endpoint {
                 addr: SocketAddr::from(([10, 0, 0, i], 80)),

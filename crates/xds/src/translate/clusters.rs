@@ -14,7 +14,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-    http_protocol_options::{UpstreamProtocolOptions, UseDownstreamHttpConfig},
+    http_protocol_options::{
+        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+        UseDownstreamHttpConfig,
+    },
     HttpProtocolOptions as UpstreamHttpOptions,
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -93,10 +96,14 @@ fn cluster(ctx: &Context<'_>, name: String, policy: TrafficPolicy, service: &Ser
         common_lb_config: policy.outlier_detection.as_ref().map(panic_threshold),
         ..Default::default()
     };
-    if let Some(options) = pool
-        .and_then(|p| p.http.as_ref())
-        .and_then(http_protocol_options)
-    {
+    // HTTP2 and GRPC ports speak HTTP/2 to the upstream whatever the client spoke (Istio's
+    // choice, and what Envoy needs to be told: without it a cluster is HTTP/1.1). Proxyless gRPC
+    // clients always speak HTTP/2 and get no option they would not use.
+    let h2 = ctx.class.kind.is_proxy()
+        && service
+            .port(port_of(&name))
+            .is_some_and(|p| matches!(p.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB"));
+    if let Some(options) = http_protocol_options(pool.and_then(|p| p.http.as_ref()), h2) {
         cluster
             .typed_extension_protocol_options
             .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pb::any(&options));
@@ -214,34 +221,41 @@ fn panic_threshold(o: &OutlierDetection) -> CommonLbConfig {
     }
 }
 
-/// `connectionPool.http`'s per-connection settings: idle timeout and requests per connection for
-/// every protocol, concurrent streams for HTTP/2. Upstream protocol follows the downstream one,
-/// as in Istio's sidecars.
-fn http_protocol_options(http: &HttpSettings) -> Option<UpstreamHttpOptions> {
-    if http.idle_timeout.is_none()
-        && http.max_requests_per_connection.is_none()
-        && http.max_concurrent_streams.is_none()
-    {
+/// The upstream HTTP options: HTTP/2 always for `h2` ports, otherwise the protocol the client
+/// spoke; and `connectionPool.http`'s per-connection settings (idle timeout and requests per
+/// connection for every protocol, concurrent streams for HTTP/2). `None` when there is nothing
+/// to say (an HTTP port without such settings).
+fn http_protocol_options(http: Option<&HttpSettings>, h2: bool) -> Option<UpstreamHttpOptions> {
+    let http = http.cloned().unwrap_or_default();
+    let settings = http.idle_timeout.is_some()
+        || http.max_requests_per_connection.is_some()
+        || http.max_concurrent_streams.is_some();
+    if !h2 && !settings {
         return None;
     }
-    let common = core::HttpProtocolOptions {
+    let common = settings.then(|| core::HttpProtocolOptions {
         idle_timeout: http.idle_timeout.map(|d| pb::duration(d.as_std())),
         max_requests_per_connection: http.max_requests_per_connection.map(pb::u32v),
         ..Default::default()
-    };
-    let downstream = UseDownstreamHttpConfig {
-        http_protocol_options: Some(core::Http1ProtocolOptions::default()),
-        http2_protocol_options: Some(core::Http2ProtocolOptions {
-            max_concurrent_streams: http.max_concurrent_streams.map(pb::u32v),
-            ..Default::default()
-        }),
+    });
+    let http2 = core::Http2ProtocolOptions {
+        max_concurrent_streams: http.max_concurrent_streams.map(pb::u32v),
         ..Default::default()
     };
+    let protocol = if h2 {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2)),
+        })
+    } else {
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http_protocol_options: Some(core::Http1ProtocolOptions::default()),
+            http2_protocol_options: Some(http2),
+            ..Default::default()
+        })
+    };
     Some(UpstreamHttpOptions {
-        common_http_protocol_options: Some(common),
-        upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-            downstream,
-        )),
+        common_http_protocol_options: common,
+        upstream_protocol_options: Some(protocol),
         ..Default::default()
     })
 }
