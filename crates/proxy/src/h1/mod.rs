@@ -237,6 +237,8 @@ enum Next {
 
 /// What answers a request.
 enum Reply<'t> {
+    /// Not for this path (nothing was sent): the cluster takes HTTP/2 (HTTP2 and GRPC ports).
+    Handover,
     Local(LocalReply),
     Redirect(u16, String),
     Upstream {
@@ -263,15 +265,7 @@ async fn handle(
         ..
     })) = route
     {
-        // Mirrors, and clusters that take HTTP/2 (HTTP2 and GRPC ports), are the general path's.
-        let h2_upstream = || {
-            f.clusters.iter().any(|wc| {
-                table
-                    .cluster(&wc.name)
-                    .is_some_and(|c| c.upstream == UpstreamProtocol::Http2)
-            })
-        };
-        if !f.mirrors.is_empty() || h2_upstream() {
+        if !f.mirrors.is_empty() {
             return Next::Handover;
         }
     }
@@ -294,6 +288,7 @@ async fn handle(
     };
     let close = !req.view.head.keep_alive || draining;
     let (status, flag, keep) = match reply {
+        Reply::Handover => return Next::Handover,
         Reply::Local(r) => {
             r.write(&mut bufs.out, close);
             let written = stream.write_all(&bufs.out).await.is_ok();
@@ -362,6 +357,9 @@ async fn forward<'t>(
         let message = format!("cluster {:?} not received yet", wc.name);
         return Reply::Local(LocalReply::new(503, message, "NC"));
     };
+    if spec.upstream == UpstreamProtocol::Http2 {
+        return Reply::Handover;
+    }
     let edits = Edits::new([&route.request_ops, &wc.request_ops]);
     encode::request_head(&mut bufs.out, &req.view, route, f, &edits);
     bufs.out.extend_from_slice(req.body());
