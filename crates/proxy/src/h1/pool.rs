@@ -6,7 +6,6 @@
 //! another (a request that received no byte of response was not processed).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -24,7 +23,7 @@ struct Idle {
 
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    idle: foldhash::HashMap<SocketAddr, Vec<Idle>>,
     returns: u32,
 }
 

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{Request, Response};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ struct Upstream {
 }
 
 thread_local! {
-    static CONNECTIONS: RefCell<HashMap<SocketAddr, Upstream>> = RefCell::default();
+    static CONNECTIONS: RefCell<foldhash::HashMap<SocketAddr, Upstream>> = RefCell::default();
 }
 
 /// Sends `request` (its URI carrying the client's authority) on the endpoint's connection. A

@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -71,8 +71,8 @@ pub struct Resources {
 pub struct RouteTable {
     pub version: u64,
     pub listeners: Vec<ListenerSpec>,
-    pub routes: HashMap<String, Arc<RouteConfig>>,
-    pub clusters: HashMap<String, Arc<ClusterSpec>>,
+    pub routes: foldhash::HashMap<String, Arc<RouteConfig>>,
+    pub clusters: foldhash::HashMap<String, Arc<ClusterSpec>>,
 }
 
 impl RouteTable {

@@ -10,7 +10,6 @@ use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use http::{HeaderName, HeaderValue};
 use prost::Message;
-use std::collections::HashMap;
 use std::time::Duration;
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -19,7 +18,7 @@ pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub struct RouteConfig {
     pub name: String,
     pub vhosts: Vec<VirtualHost>,
-    exact: HashMap<String, usize>,
+    exact: foldhash::HashMap<String, usize>,
     /// `*.example.com` as (`.example.com`, vhost), longest first.
     suffix: Vec<(String, usize)>,
     /// `example.*` as (`example.`, vhost), longest first.

@@ -14,7 +14,6 @@ pub use balance::pick;
 pub use outlier::EndpointHealth;
 
 use crate::table::{ClusterSpec, RouteTable};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock};
@@ -38,7 +37,7 @@ pub struct ClusterCounters {
 /// Run-time state of one cluster: its endpoints' states and its circuit-breaker counters.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pub endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+    pub endpoints: foldhash::HashMap<SocketAddr, Arc<EndpointState>>,
     pub counters: Arc<ClusterCounters>,
 }
 
@@ -51,14 +50,15 @@ impl ClusterState {
 /// All clusters' run-time state, rebuilt (keeping existing entries) when the table changes.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    clusters: RwLock<HashMap<String, Arc<ClusterState>>>,
+    clusters: RwLock<foldhash::HashMap<String, Arc<ClusterState>>>,
 }
 
 impl Upstreams {
     /// Keep state for the clusters and endpoints of `table`, create what is new, drop the rest.
     pub fn sync(&self, table: &RouteTable) {
         let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = HashMap::with_capacity(table.clusters.len());
+        let mut next =
+            foldhash::HashMap::with_capacity_and_hasher(table.clusters.len(), Default::default());
         for (name, spec) in &table.clusters {
             let old = clusters.remove(name);
             next.insert(name.clone(), Arc::new(carry_over(old.as_deref(), spec)));
