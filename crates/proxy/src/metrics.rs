@@ -374,7 +374,6 @@ mod handles {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::histogram::Histogram;
     use std::cell::RefCell;
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A thread keeps at most this many label sets; past it the cache starts over (the counts
@@ -408,7 +407,8 @@ mod handles {
 
     #[derive(Default)]
     struct Cache {
-        by_hash: HashMap<u64, Vec<Entry>, NoHash>,
+        /// By the FNV hash of the labels: a lookup builds no key.
+        by_hash: foldhash::HashMap<u64, Vec<Entry>>,
         len: usize,
     }
 
@@ -478,32 +478,5 @@ mod handles {
                 duration,
             });
         });
-    }
-
-    /// The keys are already hashes.
-    #[derive(Default, Clone, Copy)]
-    struct NoHash;
-
-    impl std::hash::BuildHasher for NoHash {
-        type Hasher = PassThrough;
-        fn build_hasher(&self) -> PassThrough {
-            PassThrough(0)
-        }
-    }
-
-    struct PassThrough(u64);
-
-    impl std::hash::Hasher for PassThrough {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 = (self.0 << 8) | u64::from(*b);
-            }
-        }
-        fn write_u64(&mut self, n: u64) {
-            self.0 = n;
-        }
     }
 }
