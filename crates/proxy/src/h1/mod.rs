@@ -414,7 +414,7 @@ async fn attempts(
     request: &[u8],
     mut up: Upstream<'_>,
 ) -> Result<(TcpStream, SocketAddr), LocalReply> {
-    let Some(_admitted) = Admission::new(t.spec, t.state, http::Version::HTTP_11) else {
+    let Some(_admitted) = Admission::new(t.spec, t.state, false) else {
         let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
         reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
         return Err(reply);

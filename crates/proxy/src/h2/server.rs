@@ -4,7 +4,7 @@
 //! it belongs to.
 
 use super::body::{self, SendError};
-use crate::http::{ListenerCtx, ProxyCore};
+use crate::http::{forward, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -107,8 +107,11 @@ async fn stream(
     };
     let (mut head, response_body) = response.into_parts();
     if head.version != http::Version::HTTP_2 {
-        // Not from an HTTP/2 upstream (whose codec refuses these): a local reply.
-        strip_connection_headers(&mut head.headers);
+        // From an HTTP/1 upstream or a local reply (an HTTP/2 upstream's codec refuses these):
+        // HTTP/2 has no connection-specific fields, so they are dropped rather than making the
+        // response malformed.
+        let names = &forward::HOP_BY_HOP[..forward::CONNECTION_SPECIFIC];
+        forward::remove_headers(&mut head.headers, names);
     }
     let end = hyper::body::Body::is_end_stream(&response_body);
     let tx = match respond.send_response(Response::from_parts(head, ()), end) {
@@ -125,23 +128,6 @@ async fn stream(
         match e {
             SendError::Body(e) => tracing::debug!(%peer, error = %e, "upstream body failed"),
             SendError::Stream(e) => tracing::debug!(%peer, error = %e, "HTTP/2 stream ended"),
-        }
-    }
-}
-
-/// HTTP/2 has no connection-specific header fields (RFC 9113 §8.2.2): an HTTP/1 upstream's are
-/// dropped rather than making the response malformed.
-fn strip_connection_headers(headers: &mut http::HeaderMap) {
-    use http::header;
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        if headers.contains_key(&name) {
-            headers.remove(&name);
         }
     }
 }

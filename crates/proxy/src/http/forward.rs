@@ -204,12 +204,7 @@ async fn attempts(
     grpc: bool,
 ) -> Response<Body> {
     let h2 = speaks_h2(spec, parts);
-    let version = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let Some(_admitted) = Admission::new(spec, state, version) else {
+    let Some(_admitted) = Admission::new(spec, state, h2) else {
         let mut reply = local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream overflow: circuit breaker open",
@@ -239,7 +234,8 @@ async fn attempts(
             &endpoint,
             parts,
             payload.take(),
-            (addr, h2),
+            addr,
+            h2,
             retry.and_then(|r| r.per_try_timeout),
         )
         .await;
@@ -292,7 +288,8 @@ async fn attempt(
     endpoint: &Arc<EndpointState>,
     parts: &Parts,
     body: Body,
-    (addr, h2): (SocketAddr, bool),
+    addr: SocketAddr,
+    h2: bool,
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failure> {
     let request = upstream_request(parts, body, addr, h2);
@@ -342,9 +339,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Headers that describe one hop, not the request (HTTP/1; HTTP/2 requests cannot carry the
-/// first five, the h2 codec refuses them on the way in).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one hop, not the request. The first [`CONNECTION_SPECIFIC`] are
+/// HTTP/1's connection-specific fields, which HTTP/2 has none of (RFC 9113 §8.2.2): the h2 codec
+/// refuses them on the way in and must not be given them on the way out.
+pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -353,6 +351,16 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
 ];
+pub(crate) const CONNECTION_SPECIFIC: usize = 5;
+
+/// Removes every header named in `names`.
+pub(crate) fn remove_headers(headers: &mut http::HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
 
 fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Request<Body> {
     let mut request = Request::new(body);
@@ -364,10 +372,11 @@ fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Re
     };
     // HTTP/2 connections are the endpoint's own, so the URI keeps the client's authority (the
     // upstream's `:authority`); the HTTP/1 client finds its connection by the URI's address.
-    let client_authority = parts.uri.authority().cloned().or_else(|| {
-        let host = parts.headers.get(header::HOST)?;
-        Authority::try_from(host.as_bytes()).ok()
-    });
+    let client_authority = parts
+        .uri
+        .authority()
+        .cloned()
+        .or_else(|| Authority::try_from(super::select::RequestView::authority(parts)).ok());
     let authority = match client_authority {
         Some(a) if h2 => a,
         _ => Authority::try_from(addr.to_string())
@@ -390,15 +399,11 @@ fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Re
     let headers = request.headers_mut();
     *headers = parts.headers.clone();
     let first = if parts.version == Version::HTTP_2 {
-        5
+        CONNECTION_SPECIFIC
     } else {
         0
     };
-    for name in &HOP_BY_HOP[first..] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
+    remove_headers(headers, &HOP_BY_HOP[first..]);
     if headers.get(header::TE).is_some_and(|te| te != "trailers") {
         headers.remove(header::TE);
     }
@@ -507,9 +512,9 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(spec: &ClusterSpec, state: &ClusterState, version: Version) -> Option<Self> {
+    pub(crate) fn new(spec: &ClusterSpec, state: &ClusterState, h2: bool) -> Option<Self> {
         let t = &spec.thresholds;
-        let limit = if version == Version::HTTP_2 {
+        let limit = if h2 {
             t.max_requests as usize
         } else {
             t.max_connections as usize + t.max_pending_requests as usize
