@@ -124,7 +124,12 @@ impl Controller {
 
     /// One pass over every Application: take what is due.
     pub async fn reconcile_all(&self) {
-        let objects = self.store.objects();
+        // Only what a release is made of: Applications, Rollouts and the objects graymesh
+        // generated (the rest of the mesh's config is not looked at on every tick).
+        let objects = self.store.objects_matching(|o| {
+            matches!(o.spec, Spec::Application(_) | Spec::Rollout(_))
+                || o.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        });
         for release in releases(&objects) {
             self.reconcile(&release).await;
         }

@@ -48,8 +48,16 @@ impl ConfigStore {
 
     /// The objects served now, with their resource versions set.
     pub fn objects(&self) -> Vec<Object> {
+        self.objects_matching(|_| true)
+    }
+
+    /// The objects served now that `keep` selects, with their resource versions set. The
+    /// directory store's version is a hash of the object's JSON, so it is computed only for
+    /// those: a caller that looks at a few kinds on every tick does not serialise the rest.
+    pub fn objects_matching(&self, keep: impl Fn(&Object) -> bool) -> Vec<Object> {
         let config = self.subscribe().borrow().config.clone();
         let mut objects = config.objects();
+        objects.retain(|o| keep(o));
         if let ConfigStore::Dir(_) = self {
             for object in &mut objects {
                 object.meta.resource_version = Some(content_version(object));

@@ -108,3 +108,22 @@ async fn apply_with_one_bad_object_changes_no_file() {
     assert!(matches!(err, WriteError::Invalid(_)), "{err:?}");
     assert_eq!(dir.snapshot(), files);
 }
+
+#[tokio::test]
+async fn objects_matching_gives_the_selected_objects_with_the_same_versions() {
+    let dir = TempDir::with_bookinfo("matching");
+    let store = open(&dir);
+    let all = store.objects();
+    let rules = store.objects_matching(|o| o.kind() == Kind::DestinationRule);
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|o| o.kind() == Kind::DestinationRule)
+        .collect();
+    assert!(!rules.is_empty(), "bookinfo has DestinationRules");
+    assert_eq!(rules.len(), expected.len());
+    for (got, want) in rules.iter().zip(expected) {
+        assert_eq!(got.meta.name, want.meta.name);
+        assert!(got.meta.resource_version.is_some());
+        assert_eq!(got.meta.resource_version, want.meta.resource_version);
+    }
+}
