@@ -12,7 +12,7 @@ use graymesh_testkit::{
     RequestCounts,
 };
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
 const FQDN: &str = "reviews.default.svc.cluster.local";
 
 fn free() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    graymesh_testkit::free_addr()
 }
 
 struct Process(Child);

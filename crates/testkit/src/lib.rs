@@ -11,6 +11,7 @@ pub mod app;
 pub mod client;
 pub mod etcd;
 pub mod grpc;
+pub mod ports;
 
 pub use app::{FakeApp, FakeAppBuilder, FakeAppHandle, RequestCounts};
 pub use client::{
@@ -18,3 +19,4 @@ pub use client::{
     LoadReport, Reply, StopReason,
 };
 pub use etcd::{EtcdError, EtcdServer};
+pub use ports::{free_addr, free_port};

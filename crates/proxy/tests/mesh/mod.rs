@@ -11,7 +11,7 @@ use graymesh_sources::RegistrySnapshot;
 use graymesh_testkit::{FakeApp, FakeAppHandle};
 use graymesh_xds::metrics::XdsMetrics;
 use graymesh_xds::{AdsServer, SnapshotCache, SyncStatus};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -21,10 +21,7 @@ use tokio_stream::StreamExt;
 pub const HOST: &str = "reviews.default.svc.cluster.local";
 
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    graymesh_testkit::free_addr()
 }
 
 pub struct Pilot {
