@@ -24,9 +24,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    graymesh_testkit::free_port()
-}
+use graymesh_testkit::free_port;
 
 /// GET on pilot's admin port: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -22,9 +22,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    graymesh_testkit::free_port()
-}
+use graymesh_testkit::free_port;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()

@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
 const FQDN: &str = "reviews.default.svc.cluster.local";
 
-fn free() -> SocketAddr {
-    graymesh_testkit::free_addr()
-}
+use graymesh_testkit::free_addr as free;
 
 struct Process(Child);
 

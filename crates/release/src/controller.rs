@@ -127,8 +127,7 @@ impl Controller {
         // Only what a release is made of: Applications, Rollouts and the objects graymesh
         // generated (the rest of the mesh's config is not looked at on every tick).
         let objects = self.store.objects_matching(|o| {
-            matches!(o.spec, Spec::Application(_) | Spec::Rollout(_))
-                || o.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+            matches!(o.spec, Spec::Application(_) | Spec::Rollout(_)) || generated(o)
         });
         for release in releases(&objects) {
             self.reconcile(&release).await;
@@ -146,10 +145,8 @@ impl Controller {
             .map(|o| (o.meta.namespace.as_str(), o.meta.name.as_str()))
             .collect();
         let owner = |o: &Object| -> Option<String> {
-            let managed =
-                o.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
             match &o.spec {
-                _ if !managed => None,
+                _ if !generated(o) => None,
                 Spec::Rollout(_) => Some(format!("{}/{}", o.meta.namespace, o.meta.name)),
                 _ => o.meta.annotations.get(APPLICATION_ANNOTATION).cloned(),
             }
@@ -311,6 +308,11 @@ pub async fn run_command(
     Err(CommandError::Store(format!(
         "Application {namespace}/{name}: the rollout kept changing while the command was written; try again"
     )))
+}
+
+/// Whether graymesh's release machinery wrote `object` (its `managed-by` label).
+fn generated(object: &Object) -> bool {
+    object.meta.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
 }
 
 /// The Application `namespace/name` and its Rollout, as stored now.

@@ -7,7 +7,7 @@
 //! new ports.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,10 +172,7 @@ fn health_ok(port: u16) -> bool {
 }
 
 fn free_port() -> Result<u16, EtcdError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(EtcdError::Port)
+    crate::ports::try_free_port().map_err(EtcdError::Port)
 }
 
 fn unique_dir() -> Result<PathBuf, EtcdError> {

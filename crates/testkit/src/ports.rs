@@ -17,6 +17,14 @@ static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// A free TCP port on 127.0.0.1 outside the ephemeral range (panics after trying them all).
 pub fn free_port() -> u16 {
+    match try_free_port() {
+        Ok(port) => port,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// [`free_port`], with an error instead of a panic when every port of the range is taken.
+pub fn try_free_port() -> std::io::Result<u16> {
     let _ = NEXT.compare_exchange(
         u32::MAX,
         std::process::id().wrapping_mul(2_654_435_761) % COUNT,
@@ -27,10 +35,13 @@ pub fn free_port() -> u16 {
         let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT;
         let port = u16::try_from(port).unwrap_or(u16::MAX);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+            return Ok(port);
         }
     }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("no free loopback port in {FIRST}..{}", FIRST + COUNT),
+    ))
 }
 
 /// [`free_port`] as a socket address on 127.0.0.1.

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_graymesh");
 
-pub fn free() -> SocketAddr {
-    graymesh_testkit::free_addr()
-}
+pub use graymesh_testkit::free_addr as free;
 
 /// A child process, killed when dropped.
 pub struct Process(pub Child);

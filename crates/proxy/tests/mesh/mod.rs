@@ -20,9 +20,7 @@ use tokio_stream::StreamExt;
 
 pub const HOST: &str = "reviews.default.svc.cluster.local";
 
-pub fn free_addr() -> SocketAddr {
-    graymesh_testkit::free_addr()
-}
+pub use graymesh_testkit::free_addr;
 
 pub struct Pilot {
     pub addr: SocketAddr,
