@@ -33,6 +33,9 @@ pub struct GatewayArgs {
     /// How long SIGTERM waits for in-flight requests, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Close a downstream connection idle this long, in seconds (no request in progress).
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
     /// Print one JSON line per request to stdout.
     #[arg(long)]
     pub access_log: bool,
@@ -56,6 +59,7 @@ fn options(args: GatewayArgs) -> Result<ProxyOptions, String> {
         registration_ttl: Duration::from_secs(10),
         health_path: None,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         labels: crate::proxy::parse_labels(&args.labels)?,
         access_log: args.access_log,
         gateway: true,

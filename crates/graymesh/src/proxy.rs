@@ -58,6 +58,9 @@ pub struct ProxyArgs {
     /// How long SIGTERM waits for in-flight requests, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Close a downstream connection idle this long, in seconds (no request in progress).
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
     /// Print one JSON line per request to stdout.
     #[arg(long)]
     pub access_log: bool,
@@ -127,6 +130,7 @@ fn options(args: ProxyArgs) -> Result<ProxyOptions, String> {
         registration_ttl: Duration::from_secs(args.registration_ttl.max(1)),
         health_path: args.health_path,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         labels,
         access_log: args.access_log,
         gateway: false,

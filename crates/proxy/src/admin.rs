@@ -74,6 +74,7 @@ impl Admin {
     }
 
     fn config_dump(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
         let table = self.core.table.load_full();
         let latest = self.store.latest();
         let now = crate::upstream::outlier::now_ms();
@@ -92,10 +93,17 @@ impl Admin {
                             "weight": e.weight,
                             "ejected": st.as_ref().is_some_and(|s| s.health.is_ejected(now)),
                             "times_ejected": st.as_ref().map(|s| s.health.times_ejected()).unwrap_or(0),
+                            "active_requests": st.as_ref().map(|s| s.in_flight.load(Relaxed)).unwrap_or(0),
                         })
                     })
                     .collect();
-                (name.clone(), json!({ "lb": format!("{:?}", spec.lb), "endpoints": endpoints }))
+                let counters = state.as_ref().map(|s| s.counters.clone()).unwrap_or_default();
+                (name.clone(), json!({
+                    "lb": format!("{:?}", spec.lb),
+                    "endpoints": endpoints,
+                    "active_requests": counters.requests_in_flight.load(Relaxed),
+                    "active_retries": counters.retries_in_flight.load(Relaxed),
+                }))
             })
             .collect();
         let routes: serde_json::Map<String, serde_json::Value> = table

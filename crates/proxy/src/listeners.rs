@@ -9,8 +9,7 @@ use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::table::ListenerSpec;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -251,18 +250,14 @@ impl Connection {
                 Ok::<_, Infallible>(core.handle(ctx, req, peer).await)
             }
         });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        // HTTP/2 never gets here (the fast path hands it to h2/), so this is hyper's HTTP/1.
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES.max(8192))
-            .max_headers(MAX_HEADERS);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            .max_headers(MAX_HEADERS)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
         tokio::pin!(conn);
         let draining_now = *self.draining.borrow();
         if draining_now {

@@ -43,6 +43,8 @@ pub struct ProxyOptions {
     pub registration_ttl: Duration,
     pub health_path: Option<String>,
     pub drain_timeout: Duration,
+    /// Downstream connections idle this long are closed.
+    pub idle_timeout: Duration,
     pub labels: Vec<(String, String)>,
     /// Print one JSON line per request to stdout.
     pub access_log: bool,
@@ -61,7 +63,7 @@ pub async fn run(
     metrics.access_log = opts.access_log;
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let core = ProxyCore::new(metrics);
+    let core = ProxyCore::new(metrics, opts.idle_timeout);
     let identity = Identity {
         service: opts.service.clone().unwrap_or_default(),
         version: opts.service_version.clone().unwrap_or_default(),

@@ -6,10 +6,9 @@ use crate::http::forward::record_outlier;
 use crate::http::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::TcpRoute;
-use crate::upstream::balance;
 use crate::upstream::outlier::{now_ms, Outcome};
+use crate::upstream::{balance, InFlight};
 use rand::Rng;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const CONNECT_ATTEMPTS: usize = 3;
@@ -42,9 +41,9 @@ pub async fn serve(
             continue;
         };
         let _ = upstream.set_nodelay(true);
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::new(endpoint);
         let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-        endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(in_flight);
         core.metrics
             .tcp_connection(&labels, if copied.is_ok() { "closed" } else { "reset" });
         return;

@@ -28,15 +28,13 @@ use crate::listeners::MAX_HEADER_BYTES;
 use crate::metrics::{AccessEntry, RequestLabels};
 use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::now_ms;
-use crate::upstream::{balance, ClusterState, EndpointState};
+use crate::upstream::{balance, ClusterState, InFlight, Retrying};
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
 use chunked::ChunkedScanner;
 use encode::{Edits, LocalReply};
 use head::{Framing, RequestHead, ResponseHead, View};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,8 +92,9 @@ pub async fn serve(
     let mut input = BytesMut::with_capacity(8 * 1024);
     let mut head = RequestHead::default();
     let mut bufs = Buffers::default();
+    let mut idle = IdleTimer::new(core.idle_timeout);
     loop {
-        match read_head(stream, &mut input, &mut head, draining).await {
+        match read_head(stream, &mut input, &mut head, draining, &mut idle).await {
             HeadRead::Ready => {}
             HeadRead::Closed => return Served::Closed,
             HeadRead::Handover => return Served::Handover(input.freeze()),
@@ -148,6 +147,39 @@ pub async fn serve(
     }
 }
 
+/// A connection's idle timeout, on one timer for the connection's life: setting a timer for
+/// every wait between requests would cost a timer-wheel insert and removal per request, so the
+/// timer may fire early (set for an earlier idle spell) and is then pushed to the real deadline.
+pub(crate) struct IdleTimer {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    /// Called when the timer fired: whether the connection, idle since `idle_since`, has been
+    /// idle for the whole limit; if not, the timer is set again for when it will have been.
+    pub(crate) fn expired(&mut self, idle_since: Instant) -> bool {
+        let due = idle_since + self.limit;
+        if Instant::now() >= due {
+            return true;
+        }
+        self.timer.as_mut().reset(due);
+        false
+    }
+
+    /// Fires (repeatedly, once due) when the timer's deadline passes.
+    pub(crate) async fn fired(&mut self) {
+        self.timer.as_mut().await
+    }
+}
+
 enum HeadRead {
     Ready,
     Closed,
@@ -163,6 +195,7 @@ async fn read_head(
     input: &mut BytesMut,
     head: &mut RequestHead,
     draining: &mut watch::Receiver<bool>,
+    idle: &mut IdleTimer,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -186,10 +219,20 @@ async fn read_head(
         }
         input.reserve(4 * 1024);
         let read = if input.is_empty() {
-            // Idle between requests: wait as long as the client likes, unless draining.
-            tokio::select! {
-                r = stream.read_buf(input) => r,
-                _ = draining.changed() => return HeadRead::Closed,
+            // Idle between requests: wait up to the idle timeout, unless draining.
+            let idle_since = Instant::now();
+            loop {
+                tokio::select! {
+                    biased;
+                    r = stream.read_buf(input) => break r,
+                    _ = draining.changed() => return HeadRead::Closed,
+                    () = idle.fired() => {
+                        if !idle.expired(idle_since) {
+                            continue;
+                        }
+                        return HeadRead::Closed;
+                    }
+                }
             }
         } else {
             let until = *deadline.get_or_insert_with(|| Instant::now() + HEADER_READ_TIMEOUT);
@@ -245,7 +288,17 @@ enum Reply<'t> {
         conn: TcpStream,
         addr: SocketAddr,
         edits: Edits<'t>,
+        /// Held until the response is relayed: the request still counts for least-request
+        /// balancing and the circuit breakers while its body flows.
+        _held: Held,
     },
+}
+
+/// What a request holds while its response is relayed.
+struct Held {
+    _admitted: Admission,
+    _in_flight: InFlight,
+    _retrying: Option<Retrying>,
 }
 
 async fn handle(
@@ -299,7 +352,9 @@ async fn handle(
             let written = stream.write_all(&bufs.out).await.is_ok();
             (status, "", written && !close)
         }
-        Reply::Upstream { conn, addr, edits } => {
+        Reply::Upstream {
+            conn, addr, edits, ..
+        } => {
             let status = bufs.up_head.status;
             (
                 status,
@@ -327,6 +382,14 @@ async fn respond<'t>(
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
+    if route.fault.is_some() {
+        // A request the general path will take gets its fault there, not here as well.
+        if let Action::Forward(f) = &route.action {
+            if takes_http2(table, f) {
+                return Reply::Handover;
+            }
+        }
+    }
     if let Some(abort) = crate::http::fault_abort(route).await {
         return Reply::Local(LocalReply::new(
             abort.status.as_u16(),
@@ -382,13 +445,23 @@ async fn forward<'t>(
         None => attempts.await,
     };
     match result {
-        Ok((conn, addr)) => Reply::Upstream {
+        Ok((conn, addr, held)) => Reply::Upstream {
             conn,
             addr,
             edits: Edits::new([&wc.response_ops, &route.response_ops]),
+            _held: held,
         },
         Err(local) => Reply::Local(local),
     }
+}
+
+/// Whether any cluster of `f` speaks HTTP/2 upstream (the general path's job).
+fn takes_http2(table: &RouteTable, f: &Forward) -> bool {
+    f.clusters.iter().any(|wc| {
+        table
+            .cluster(&wc.name)
+            .is_some_and(|spec| spec.upstream == UpstreamProtocol::Http2)
+    })
 }
 
 /// Where a request goes: the cluster and how to treat its attempts.
@@ -413,21 +486,22 @@ async fn attempts(
     t: &Target<'_>,
     request: &[u8],
     mut up: Upstream<'_>,
-) -> Result<(TcpStream, SocketAddr), LocalReply> {
-    let Some(_admitted) = Admission::new(t.spec, t.state, false) else {
+) -> Result<(TcpStream, SocketAddr, Held), LocalReply> {
+    let Some(admitted) = Admission::new(t.spec, t.state, false) else {
         let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
         reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
         return Err(reply);
     };
     let mut tried = 0u32;
     let mut previous: Vec<SocketAddr> = Vec::new();
+    let mut retrying: Option<Retrying> = None;
     loop {
         let Some(addr) = balance::pick(t.spec, t.state, t.hash, now_ms(), &previous) else {
             return Err(LocalReply::new(503, "no healthy upstream", "UH"));
         };
         let endpoint = t.state.endpoint(&addr).cloned().unwrap_or_default();
+        let in_flight = InFlight::new(endpoint.clone());
         let result = {
-            let _in_flight = InFlight::new(&endpoint);
             let exchange = exchange(addr, request, t.head_request, &mut up);
             match t.retry.and_then(|r| r.per_try_timeout) {
                 Some(limit) => tokio::time::timeout(limit, exchange)
@@ -442,19 +516,23 @@ async fn attempts(
         };
         forward::record_outlier(t.spec, t.state, &endpoint, outcome);
         let may_retry = t.retry.is_some_and(|r| tried < r.num_retries)
-            && forward::retry_budget(t.spec, t.state);
+            && forward::retry_budget(t.spec, t.state, retrying.is_some());
         if retriable && may_retry {
+            drop(in_flight);
             tried += 1;
             previous.push(addr);
             core.metrics.retries.inc();
-            let counters = &t.state.counters;
-            counters.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+            retrying.get_or_insert_with(|| Retrying::new(&t.state.counters));
             forward::backoff(tried).await;
-            counters.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
             continue;
         }
+        let held = Held {
+            _admitted: admitted,
+            _in_flight: in_flight,
+            _retrying: retrying,
+        };
         return match result {
-            Ok(conn) => Ok((conn, addr)),
+            Ok(conn) => Ok((conn, addr, held)),
             Err(Failure::Connect(e)) => Err(LocalReply::new(
                 503,
                 format!("upstream connect error: {e}"),
@@ -465,23 +543,6 @@ async fn attempts(
             }
             Err(Failure::Timeout) => Err(LocalReply::new(504, "upstream per-try timeout", "UT")),
         };
-    }
-}
-
-/// An endpoint's in-flight count (least-request balancing) for as long as an attempt lives,
-/// including one abandoned by a timeout.
-struct InFlight<'a>(&'a EndpointState);
-
-impl<'a> InFlight<'a> {
-    fn new(endpoint: &'a Arc<EndpointState>) -> Self {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(endpoint)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

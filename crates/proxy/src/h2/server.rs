@@ -4,6 +4,7 @@
 //! it belongs to.
 
 use super::body::{self, SendError};
+use crate::h1::IdleTimer;
 use crate::http::{forward, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
 use arc_swap::ArcSwap;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Streams one client may have open at once (hyper's default, which the proxy used before).
 const MAX_CONCURRENT_STREAMS: u32 = 200;
@@ -63,6 +65,8 @@ pub async fn serve<S>(
         conn.graceful_shutdown();
         shutting_down = true;
     }
+    let mut idle = IdleTimer::new(core.idle_timeout);
+    let mut idle_since = Instant::now();
     loop {
         tokio::select! {
             accepted = conn.accept() => match accepted {
@@ -75,10 +79,21 @@ pub async fn serve<S>(
                 }
                 None => break,
             },
-            Some(()) = streams.next(), if !streams.is_empty() => {}
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    idle_since = Instant::now();
+                }
+            }
             _ = draining.changed(), if !shutting_down => {
                 conn.graceful_shutdown();
                 shutting_down = true;
+            }
+            () = idle.fired(), if streams.is_empty() && !shutting_down => {
+                if idle.expired(idle_since) {
+                    tracing::debug!(%peer, "HTTP/2 connection idle: closing");
+                    conn.graceful_shutdown();
+                    shutting_down = true;
+                }
             }
         }
     }

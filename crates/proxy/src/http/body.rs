@@ -183,6 +183,47 @@ impl hyper::body::Body for RecordingBody {
     }
 }
 
+/// `body`, streamed as it is, with a flag that tells whether the client's side of it failed
+/// (invalid chunking, a reset): an attempt that then fails failed because of the client.
+pub fn watched(body: Body) -> (Body, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = WatchedBody {
+        inner: body,
+        failed: failed.clone(),
+    };
+    (body.boxed_unsync(), failed)
+}
+
+struct WatchedBody {
+    inner: Body,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::grpc_timeout;

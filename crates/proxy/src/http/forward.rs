@@ -8,7 +8,7 @@ use super::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
-use crate::upstream::{balance, ClusterState, EndpointState};
+use crate::upstream::{balance, ClusterState, EndpointState, InFlight, Retrying};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::request::Parts;
@@ -18,12 +18,14 @@ use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Frame;
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Requests up to this size are read before forwarding when the route retries or mirrors.
+/// Plain request bodies up to this size are read before forwarding (replayable, validated).
 const MAX_REPLAY_BODY: usize = 64 * 1024;
+/// A client must send the first `MAX_REPLAY_BODY` bytes of its body (or all of it) within this.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
@@ -56,9 +58,13 @@ pub async fn forward(
     let replay = f.retry.is_some() || !f.mirrors.is_empty();
     let mut payload = match Payload::new(body, grpc, replay).await {
         Ok(p) => p,
-        Err(BadBody(e)) => {
+        Err(BadBody::Invalid(e)) => {
             let message = format!("invalid request body: {e}");
             return local_reply(StatusCode::BAD_REQUEST, &message, grpc, "DPE");
+        }
+        Err(BadBody::Timeout) => {
+            let message = "request body not received in time";
+            return local_reply(StatusCode::REQUEST_TIMEOUT, message, grpc, "DPE");
         }
     };
     mirror(core, table, f, &parts, &payload);
@@ -111,13 +117,18 @@ fn timeout_reply(grpc: bool, by_deadline: bool) -> Response<Body> {
     reply
 }
 
-/// The request body: read ahead (up to `MAX_REPLAY_BODY`) when it must be replayable (retries,
-/// mirrors), so a small request can be sent again and a malformed one is refused before any of
-/// it is forwarded; streamed otherwise. gRPC bodies are never read ahead: a streaming call may
-/// wait for the answer before it ends its request.
+/// The request body. A plain HTTP body is read ahead (up to `MAX_REPLAY_BODY`) so a small
+/// request can be sent again and a malformed one (bad chunking) is refused with 400 before any of
+/// it is forwarded; the rest of a larger one streams, watched, so a client failing later is
+/// still answered 400 rather than blamed on the upstream. gRPC bodies are never read ahead: a
+/// streaming call may wait for the answer before it ends its request.
 enum Payload {
     Buffered(Bytes),
-    Stream(Option<Body>),
+    Stream {
+        body: Option<Body>,
+        /// Set when the client's side of the streamed body failed.
+        client_failed: Option<Arc<AtomicBool>>,
+    },
     /// A gRPC request: streamed (a streaming call may wait for answers before it ends its
     /// request) while a copy is kept, so that once it has ended it can be sent again.
     Recorded {
@@ -126,25 +137,47 @@ enum Payload {
     },
 }
 
-/// The downstream request body could not be read (bad chunking, reset): the client's fault.
-pub struct BadBody(pub String);
+/// The downstream request body could not be read: the client's fault.
+pub enum BadBody {
+    /// Bad chunking, a reset.
+    Invalid(String),
+    /// Not sent within `BODY_READ_TIMEOUT`.
+    Timeout,
+}
 
 impl Payload {
-    async fn new(mut body: Body, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
-        if !want_replay {
-            return Ok(Payload::Stream(Some(body)));
-        }
+    async fn new(body: Body, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
         if grpc {
+            if !want_replay {
+                return Ok(Payload::Stream {
+                    body: Some(body),
+                    client_failed: None,
+                });
+            }
             let (body, copy) = body::recorded(body, MAX_REPLAY_BODY);
             return Ok(Payload::Recorded {
                 body: Some(body),
                 copy,
             });
         }
+        if hyper::body::Body::is_end_stream(&body) {
+            return Ok(Payload::Buffered(Bytes::new()));
+        }
+        // A client that announced a body must send it: within a bound, so a slow one cannot
+        // hold the request (and its upstream slot) open.
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Self::read_ahead(body)).await {
+            Ok(read) => read,
+            Err(_) => Err(BadBody::Timeout),
+        }
+    }
+
+    /// Reads up to `MAX_REPLAY_BODY` of a plain body: all of it (buffered), or the start of a
+    /// larger one followed by the rest, streamed and watched.
+    async fn read_ahead(mut body: Body) -> Result<Self, BadBody> {
         let mut frames: Vec<Frame<Bytes>> = Vec::new();
         let mut size = 0usize;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BadBody(e.to_string()))?;
+            let frame = frame.map_err(|e| BadBody::Invalid(e.to_string()))?;
             size += frame.data_ref().map(|d| d.len()).unwrap_or(0);
             let trailers = frame.is_trailers();
             frames.push(frame);
@@ -152,9 +185,12 @@ impl Payload {
                 // Too large (or carrying trailers) to hold: send what was read, then the rest.
                 let read = futures::stream::iter(frames.into_iter().map(Ok::<_, body::BoxError>));
                 let rest = BodyStream::new(body);
-                return Ok(Payload::Stream(Some(
-                    StreamBody::new(read.chain(rest)).boxed_unsync(),
-                )));
+                let (body, failed) =
+                    body::watched(StreamBody::new(read.chain(rest)).boxed_unsync());
+                return Ok(Payload::Stream {
+                    body: Some(body),
+                    client_failed: Some(failed),
+                });
             }
         }
         let mut bytes = bytes::BytesMut::with_capacity(size);
@@ -169,15 +205,26 @@ impl Payload {
     fn replayable(&self) -> bool {
         match self {
             Payload::Buffered(_) => true,
-            Payload::Stream(_) => false,
+            Payload::Stream { .. } => false,
             Payload::Recorded { copy, .. } => body::Recording::complete(copy).is_some(),
+        }
+    }
+
+    /// Whether the client's side of a streamed body failed while it was being sent.
+    fn client_failed(&self) -> bool {
+        match self {
+            Payload::Stream {
+                client_failed: Some(f),
+                ..
+            } => f.load(Ordering::Relaxed),
+            _ => false,
         }
     }
 
     fn take(&mut self) -> Body {
         match self {
             Payload::Buffered(b) => body::full(b.clone()),
-            Payload::Stream(s) => s.take().unwrap_or_else(body::empty),
+            Payload::Stream { body, .. } => body.take().unwrap_or_else(body::empty),
             Payload::Recorded { body, copy } => body.take().unwrap_or_else(|| {
                 body::Recording::complete(copy).map_or_else(body::empty, body::full)
             }),
@@ -219,6 +266,7 @@ async fn attempts(
     };
     let mut tried = 0u32;
     let mut previous: Vec<SocketAddr> = Vec::new();
+    let mut retrying: Option<Retrying> = None;
     loop {
         let Some(addr) = balance::pick(spec, state, hash, now_ms(), &previous) else {
             return local_reply(
@@ -239,24 +287,22 @@ async fn attempts(
             retry.and_then(|r| r.per_try_timeout),
         )
         .await;
+        if result.is_err() && payload.client_failed() {
+            // The client broke its own body: not the endpoint's failure, and not retriable.
+            let message = "invalid request body (the client's body failed while it was forwarded)";
+            return local_reply(StatusCode::BAD_REQUEST, message, grpc, "DPE");
+        }
         let (outcome, retriable) = classify(&result, retry);
         record_outlier(spec, state, &endpoint, outcome);
         let budget_ok = retry.is_some_and(|r| tried < r.num_retries)
             && payload.replayable()
-            && retry_budget(spec, state);
+            && retry_budget(spec, state, retrying.is_some());
         if retriable && budget_ok {
             tried += 1;
             previous.push(addr);
             core.metrics.retries.inc();
-            state
-                .counters
-                .retries_in_flight
-                .fetch_add(1, Ordering::Relaxed);
+            retrying.get_or_insert_with(|| Retrying::new(&state.counters));
             Box::pin(backoff(tried)).await;
-            state
-                .counters
-                .retries_in_flight
-                .fetch_sub(1, Ordering::Relaxed);
             continue;
         }
         return match result {
@@ -293,7 +339,7 @@ async fn attempt(
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failure> {
     let request = upstream_request(parts, body, addr, h2);
-    endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight::new(endpoint.clone());
     let call = async {
         if h2 {
             crate::h2::client::send(addr, request).await
@@ -314,7 +360,6 @@ async fn attempt(
             .map_err(|_| Failure::Timeout),
         None => Ok(call.await),
     };
-    endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     result?
 }
 
@@ -494,8 +539,16 @@ pub(crate) fn record_outlier(
     });
 }
 
-pub(crate) fn retry_budget(spec: &ClusterSpec, state: &ClusterState) -> bool {
-    state.counters.retries_in_flight.load(Ordering::Relaxed) < spec.thresholds.max_retries as usize
+/// Whether one more request may start retrying under the cluster's `max_retries` or
+/// `retry_budget`; a request already retrying (`holding`) is not counted against itself.
+pub(crate) fn retry_budget(spec: &ClusterSpec, state: &ClusterState, holding: bool) -> bool {
+    let counters = &state.counters;
+    let others = counters
+        .retries_in_flight
+        .load(Ordering::Relaxed)
+        .saturating_sub(usize::from(holding));
+    let active = counters.requests_in_flight.load(Ordering::Relaxed);
+    others < spec.thresholds.retry_limit(active)
 }
 
 /// 25 ms × 2^(n-1), capped at 250 ms, with full jitter (Envoy's default retry back-off).
@@ -538,6 +591,54 @@ impl Drop for Admission {
     }
 }
 
+/// Envoy marks shadow traffic by suffixing the host (before its port): the `Host` header over
+/// HTTP/1, the `:authority` (the URI's) over HTTP/2.
+fn mark_shadow(request: &mut Request<Body>, h2: bool) {
+    if h2 {
+        let uri = request.uri();
+        let Some(shadow) = uri.authority().map(|a| shadow_host(a.as_str())) else {
+            return;
+        };
+        let mut parts = uri.clone().into_parts();
+        parts.authority = Authority::try_from(shadow).ok();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    } else if let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        if let Ok(v) = HeaderValue::from_str(&shadow_host(host)) {
+            request.headers_mut().insert(header::HOST, v);
+        }
+    }
+}
+
+/// `reviews:9080` ⇒ `reviews-shadow:9080`; `reviews` ⇒ `reviews-shadow`.
+fn shadow_host(host: &str) -> String {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.is_empty()
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            format!("{name}-shadow:{port}")
+        }
+        _ => format!("{host}-shadow"),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn shadow_hosts_keep_their_port() {
+    assert_eq!(shadow_host("reviews:9080"), "reviews-shadow:9080");
+    assert_eq!(shadow_host("reviews"), "reviews-shadow");
+    assert_eq!(shadow_host("[::1]:80"), "[::1]-shadow:80");
+    assert_eq!(shadow_host("reviews:"), "reviews:-shadow");
+}
+
 /// Send a copy to each mirror cluster (its share of requests), never waiting for it.
 fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payload: &Payload) {
     let Payload::Buffered(bytes) = payload else {
@@ -558,16 +659,7 @@ fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payl
         };
         let h2 = speaks_h2(spec, parts);
         let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
-        if let Some(host) = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
-            // Envoy marks shadow traffic by suffixing the host.
-            if let Ok(v) = HeaderValue::from_str(&format!("{host}-shadow")) {
-                request.headers_mut().insert(header::HOST, v);
-            }
-        }
+        mark_shadow(&mut request, h2);
         let client = core.h1.clone();
         core.metrics.mirrored.inc();
         tokio::spawn(async move {

@@ -58,10 +58,13 @@ pub struct ProxyCore {
     pub upstreams: Upstreams,
     pub metrics: Arc<ProxyMetrics>,
     pub(crate) h1: Client<HttpConnector, Body>,
+    /// A downstream connection with no request in progress for this long is closed (HTTP/1
+    /// keep-alive between requests; HTTP/2 with no open stream, after a GOAWAY).
+    pub idle_timeout: Duration,
 }
 
 impl ProxyCore {
-    pub fn new(metrics: ProxyMetrics) -> Arc<Self> {
+    pub fn new(metrics: ProxyMetrics, idle_timeout: Duration) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -73,6 +76,7 @@ impl ProxyCore {
             upstreams: Upstreams::default(),
             metrics: Arc::new(metrics),
             h1,
+            idle_timeout,
         })
     }
 

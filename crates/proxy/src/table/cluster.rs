@@ -32,6 +32,28 @@ pub struct Thresholds {
     pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,
+    /// Envoy's `retry_budget`: when set it replaces `max_retries` with a share of the requests
+    /// in flight (per mille of them, never below `min_concurrency`).
+    pub retry_budget: Option<RetryBudget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    pub per_mille: u32,
+    pub min_concurrency: u32,
+}
+
+impl Thresholds {
+    /// How many requests may be retrying at once while `active` requests are in flight.
+    pub fn retry_limit(&self, active: usize) -> usize {
+        match self.retry_budget {
+            Some(b) => {
+                let share = active.saturating_mul(b.per_mille as usize) / 1000;
+                share.max(b.min_concurrency as usize)
+            }
+            None => self.max_retries as usize,
+        }
+    }
 }
 
 impl Default for Thresholds {
@@ -42,6 +64,7 @@ impl Default for Thresholds {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            retry_budget: None,
         }
     }
 }
@@ -189,6 +212,14 @@ fn thresholds(c: &Cluster) -> Thresholds {
         set(&mut t.max_pending_requests, &th.max_pending_requests);
         set(&mut t.max_requests, &th.max_requests);
         set(&mut t.max_retries, &th.max_retries);
+        t.retry_budget = th.retry_budget.as_ref().map(|b| RetryBudget {
+            // Envoy's defaults: 20 % of the active requests, at least 3.
+            per_mille: b
+                .budget_percent
+                .as_ref()
+                .map_or(200, |p| (p.value.clamp(0.0, 100.0) * 10.0).round() as u32),
+            min_concurrency: b.min_retry_concurrency.as_ref().map_or(3, |v| v.value),
+        });
     }
     t
 }

@@ -13,7 +13,8 @@ mod route;
 mod tests;
 
 pub use cluster::{
-    eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, Thresholds, UpstreamProtocol,
+    eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, RetryBudget, Thresholds,
+    UpstreamProtocol,
 };
 pub use hash::{HashKey, RegexRewrite};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};

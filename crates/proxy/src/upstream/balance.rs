@@ -21,66 +21,108 @@ pub fn pick(
     now: u64,
     avoid: &[SocketAddr],
 ) -> Option<SocketAddr> {
-    let healthy = |e: &&Endpoint| {
+    if spec.endpoints.is_empty() {
+        return None;
+    }
+    let healthy = |e: &Endpoint| {
         state
             .endpoint(&e.addr)
             .is_none_or(|s| !s.health.is_ejected(now))
     };
-    let mut candidates: Vec<&Endpoint> = spec.endpoints.iter().filter(healthy).collect();
+    // The common case (nothing ejected, a first attempt) picks among all endpoints without
+    // collecting them: no allocation per request.
+    if avoid.is_empty() && spec.endpoints.iter().all(healthy) {
+        return Some(choose(spec, state, hash_key, spec.endpoints.as_slice()).addr);
+    }
+    let mut candidates: Vec<&Endpoint> = spec.endpoints.iter().filter(|e| healthy(e)).collect();
     if !avoid.is_empty() && candidates.iter().any(|e| !avoid.contains(&e.addr)) {
         candidates.retain(|e| !avoid.contains(&e.addr));
     }
     if candidates.is_empty() {
-        candidates = spec.endpoints.iter().collect();
+        return Some(choose(spec, state, hash_key, spec.endpoints.as_slice()).addr);
     }
-    if candidates.is_empty() {
-        return None;
-    }
-    let chosen = match (spec.lb, hash_key) {
-        (LbPolicy::RingHash, Some(key)) => rendezvous(&candidates, key),
-        (LbPolicy::LeastRequest, _) => least_request(&candidates, state),
-        (LbPolicy::Random, _) | (LbPolicy::RingHash, None) => weighted_random(&candidates),
-        (LbPolicy::RoundRobin, _) => round_robin(&candidates, state),
-    };
-    Some(chosen.addr)
+    Some(choose(spec, state, hash_key, candidates.as_slice()).addr)
 }
 
-fn round_robin<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
+/// Endpoints to choose from: all of a cluster's (`[Endpoint]`) or a filtered few (`[&Endpoint]`).
+trait Candidates {
+    fn len(&self) -> usize;
+    fn at(&self, i: usize) -> &Endpoint;
+    fn iter(&self) -> impl Iterator<Item = &Endpoint> {
+        (0..self.len()).map(|i| self.at(i))
+    }
+}
+
+impl Candidates for [Endpoint] {
+    fn len(&self) -> usize {
+        <[Endpoint]>::len(self)
+    }
+    fn at(&self, i: usize) -> &Endpoint {
+        &self[i]
+    }
+}
+
+impl Candidates for [&Endpoint] {
+    fn len(&self) -> usize {
+        <[&Endpoint]>::len(self)
+    }
+    fn at(&self, i: usize) -> &Endpoint {
+        self[i]
+    }
+}
+
+/// The endpoint the cluster's policy picks among `c` (never empty).
+fn choose<'a, C: Candidates + ?Sized>(
+    spec: &ClusterSpec,
+    state: &ClusterState,
+    hash_key: Option<u64>,
+    c: &'a C,
+) -> &'a Endpoint {
+    match (spec.lb, hash_key) {
+        (LbPolicy::RingHash, Some(key)) => rendezvous(c, key),
+        (LbPolicy::LeastRequest, _) => least_request(c, state),
+        (LbPolicy::Random, _) | (LbPolicy::RingHash, None) => weighted_random(c),
+        (LbPolicy::RoundRobin, _) => round_robin(c, state),
+    }
+}
+
+fn round_robin<'a, C: Candidates + ?Sized>(c: &'a C, state: &ClusterState) -> &'a Endpoint {
     let n = state.counters.round_robin.fetch_add(1, Ordering::Relaxed);
-    if c.iter().all(|e| e.weight == c[0].weight) {
-        return c[(n % c.len() as u64) as usize];
+    let first = c.at(0);
+    if c.iter().all(|e| e.weight == first.weight) {
+        return c.at((n % c.len() as u64) as usize);
     }
     // Unequal weights: a scrambled counter over the cumulative weights spreads picks evenly.
     let total: u64 = c.iter().map(|e| u64::from(e.weight)).sum();
     let mut slot = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total;
-    for e in c {
+    for e in c.iter() {
         if slot < u64::from(e.weight) {
             return e;
         }
         slot -= u64::from(e.weight);
     }
-    c[0]
+    first
 }
 
-fn weighted_random<'a>(c: &[&'a Endpoint]) -> &'a Endpoint {
+fn weighted_random<C: Candidates + ?Sized>(c: &C) -> &Endpoint {
     let total: u64 = c.iter().map(|e| u64::from(e.weight)).sum();
     let mut slot = rand::rng().random_range(0..total.max(1));
-    for e in c {
+    for e in c.iter() {
         if slot < u64::from(e.weight) {
             return e;
         }
         slot -= u64::from(e.weight);
     }
-    c[0]
+    c.at(0)
 }
 
-fn least_request<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
+fn least_request<'a, C: Candidates + ?Sized>(c: &'a C, state: &ClusterState) -> &'a Endpoint {
     if c.len() == 1 {
-        return c[0];
+        return c.at(0);
     }
     let mut rng = rand::rng();
-    let a = c[rng.random_range(0..c.len())];
-    let b = c[rng.random_range(0..c.len())];
+    let a = c.at(rng.random_range(0..c.len()));
+    let b = c.at(rng.random_range(0..c.len()));
     let load = |e: &Endpoint| {
         state
             .endpoint(&e.addr)
@@ -96,7 +138,7 @@ fn least_request<'a>(c: &[&'a Endpoint], state: &ClusterState) -> &'a Endpoint {
 
 /// Stable hashes on both sides (the key's and the endpoint's), so every proxy with the same
 /// endpoints sends a key to the same one.
-fn rendezvous<'a>(c: &[&'a Endpoint], key: u64) -> &'a Endpoint {
+fn rendezvous<C: Candidates + ?Sized>(c: &C, key: u64) -> &Endpoint {
     let score = |e: &Endpoint| {
         let endpoint = fnv1a_64_extend(hash_ip(e.addr.ip()), &e.addr.port().to_be_bytes());
         let h = mix64(key ^ mix64(endpoint));
@@ -105,9 +147,8 @@ fn rendezvous<'a>(c: &[&'a Endpoint], key: u64) -> &'a Endpoint {
         f64::from(e.weight) / -(u.max(f64::MIN_POSITIVE)).ln()
     };
     c.iter()
-        .copied()
         .max_by(|a, b| score(a).total_cmp(&score(b)))
-        .unwrap_or(c[0])
+        .unwrap_or(c.at(0))
 }
 
 /// The hash of a request's hash-policy key (FNV-1a 64): the same in every proxy, on every

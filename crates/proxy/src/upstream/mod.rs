@@ -14,9 +14,10 @@ pub use balance::pick;
 pub use outlier::EndpointHealth;
 
 use crate::table::{ClusterSpec, RouteTable};
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Run-time state of one endpoint.
 #[derive(Debug, Default)]
@@ -47,31 +48,70 @@ impl ClusterState {
     }
 }
 
+/// A request (or TCP connection) counted in its endpoint's `in_flight` while this lives. Least
+/// request balancing reads that count, so it must come down however the request ends: answered,
+/// failed, timed out, or dropped when the client went away.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointState>);
+
+impl InFlight {
+    pub fn new(endpoint: Arc<EndpointState>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(endpoint)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request being retried, counted in its cluster's `retries_in_flight` (Envoy's `max_retries`
+/// circuit breaker) from its first retry until it ends, however it ends.
+#[derive(Debug)]
+pub struct Retrying(Arc<ClusterCounters>);
+
+impl Retrying {
+    pub fn new(counters: &Arc<ClusterCounters>) -> Self {
+        counters.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+}
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type ClusterStates = foldhash::HashMap<String, Arc<ClusterState>>;
+
 /// All clusters' run-time state, rebuilt (keeping existing entries) when the table changes.
+/// Requests read it without a lock (the map is swapped whole, like the routing table).
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    clusters: RwLock<foldhash::HashMap<String, Arc<ClusterState>>>,
+    clusters: ArcSwap<ClusterStates>,
+    /// Serialises `sync` calls, so no table's state is built from a map another sync replaced.
+    syncing: Mutex<()>,
 }
 
 impl Upstreams {
     /// Keep state for the clusters and endpoints of `table`, create what is new, drop the rest.
     pub fn sync(&self, table: &RouteTable) {
-        let mut clusters = self.clusters.write().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.clusters.load_full();
         let mut next =
-            foldhash::HashMap::with_capacity_and_hasher(table.clusters.len(), Default::default());
+            ClusterStates::with_capacity_and_hasher(table.clusters.len(), Default::default());
         for (name, spec) in &table.clusters {
-            let old = clusters.remove(name);
-            next.insert(name.clone(), Arc::new(carry_over(old.as_deref(), spec)));
+            let old = current.get(name);
+            next.insert(name.clone(), Arc::new(carry_over(old.map(|o| &**o), spec)));
         }
-        *clusters = next;
+        self.clusters.store(Arc::new(next));
     }
 
     pub fn cluster(&self, name: &str) -> Option<Arc<ClusterState>> {
-        self.clusters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.clusters.load().get(name).cloned()
     }
 }
 

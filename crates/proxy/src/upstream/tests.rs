@@ -198,3 +198,36 @@ fn every_endpoint_ejected_means_panic_mode_uses_them_all() {
     }
     assert!(pick(&s, &st, None, now_ms(), &[]).is_some());
 }
+
+#[test]
+fn guards_count_a_request_until_it_ends_however_it_ends() {
+    let s = spec(LbPolicy::LeastRequest, 1);
+    let state = state_for(&s);
+    let endpoint = state.endpoint(&s.endpoints[0].addr).unwrap().clone();
+    {
+        let _one = InFlight::new(endpoint.clone());
+        let _two = InFlight::new(endpoint.clone());
+        let _retrying = Retrying::new(&state.counters);
+        assert_eq!(endpoint.in_flight.load(Ordering::Relaxed), 2);
+        assert_eq!(state.counters.retries_in_flight.load(Ordering::Relaxed), 1);
+    } // dropped as a cancelled request's future would drop them
+    assert_eq!(endpoint.in_flight.load(Ordering::Relaxed), 0);
+    assert_eq!(state.counters.retries_in_flight.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_retry_budget_scales_with_the_requests_in_flight() {
+    use crate::table::RetryBudget;
+    let fixed = Thresholds::default();
+    assert_eq!(fixed.retry_limit(1000), 3, "Envoy's max_retries default");
+    let budget = Thresholds {
+        retry_budget: Some(RetryBudget {
+            per_mille: 200,
+            min_concurrency: 3,
+        }),
+        ..Thresholds::default()
+    };
+    assert_eq!(budget.retry_limit(0), 3, "never below the minimum");
+    assert_eq!(budget.retry_limit(10), 3);
+    assert_eq!(budget.retry_limit(100), 20, "20 % of 100 in flight");
+}

@@ -120,6 +120,8 @@ pub struct Proxy {
     /// server port.
     pub upstream: SocketAddr,
     pub admin: SocketAddr,
+    /// The catch-all outbound port (routes by Host / `:authority`, as an `http_proxy`).
+    pub outbound: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), String>>,
 }
@@ -148,8 +150,10 @@ impl Proxy {
         Self::spawn(opts, server).await
     }
 
-    async fn spawn(opts: ProxyOptions, upstream: SocketAddr) -> Self {
+    /// A proxy run with `opts`; ready once `upstream` accepts connections.
+    pub async fn spawn(opts: ProxyOptions, upstream: SocketAddr) -> Self {
         let admin = opts.admin;
+        let outbound = opts.outbound;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(opts, async move {
             let _ = stopped.await;
@@ -157,6 +161,7 @@ impl Proxy {
         let proxy = Self {
             upstream,
             admin,
+            outbound,
             stop: Some(stop),
             task,
         };
@@ -186,6 +191,17 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.upstream)
+    }
+
+    /// The proxy's `/config_dump`.
+    pub async fn config_dump(&self) -> serde_json::Value {
+        let client = graymesh_testkit::Http1Client::new();
+        client
+            .get(&format!("http://{}/config_dump", self.admin), &[])
+            .await
+            .unwrap()
+            .json()
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
@@ -232,6 +248,7 @@ fn options(pilots: &[SocketAddr]) -> ProxyOptions {
         registration_ttl: Duration::from_secs(10),
         health_path: None,
         drain_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(300),
         labels: Vec::new(),
         access_log: false,
         gateway: false,
