@@ -24,6 +24,9 @@ pub struct Admin {
     /// Set once the control plane has delivered a complete config; stays set (a proxy that lost
     /// its control plane keeps serving its last config).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when shutdown starts: readiness then fails at once, so whatever checks it stops
+    /// sending new work while the proxy deregisters and drains.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Admin {
@@ -48,6 +51,9 @@ impl Admin {
     fn route(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/ready" if self.stopping.load(std::sync::atomic::Ordering::SeqCst) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down\n")
+            }
             "/ready" => {
                 if !self.ready.load(std::sync::atomic::Ordering::SeqCst) && self.store.complete() {
                     self.ready.store(true, std::sync::atomic::Ordering::SeqCst);

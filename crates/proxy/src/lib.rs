@@ -9,6 +9,7 @@ pub mod config;
 pub mod h1;
 pub mod h2;
 pub mod http;
+pub mod idle;
 pub mod listeners;
 pub mod local;
 pub mod metrics;

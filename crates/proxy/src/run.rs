@@ -91,6 +91,7 @@ pub async fn run(
     tokio::spawn(client.run());
 
     let ready = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
     let admin = Admin {
         core: core.clone(),
         store: store.clone(),
@@ -98,11 +99,13 @@ pub async fn run(
         xds: xds.clone(),
         registry: Arc::new(registry),
         ready: ready.clone(),
+        stopping: stopping.clone(),
     };
     tokio::spawn(admin.serve(admin_listener));
     let (stop, stop_rx) = watch::channel(false);
     let registrar = registration(&opts).map(|spec| tokio::spawn(Registrar::new(spec).run(stop_rx)));
     shutdown.await;
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("shutting down: deregistering, then draining connections");
     let _ = stop.send(true);
     if let Some(task) = registrar {

@@ -1,4 +1,4 @@
-//! Hostile and malformed HTTP/1 requests against the proxy: refused (400/431) and never
+//! Hostile and malformed HTTP/1 and HTTP/2 requests against the proxy: refused (400/431) and never
 //! forwarded — Content-Length with Transfer-Encoding included, in either order.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
@@ -105,6 +105,46 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(
         waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
         "closed after {waited:?}: {closed:?}"
+    );
+    proxy.stop().await;
+}
+
+/// The same limits over HTTP/2: more than 100 header fields, or more than 60 KiB of them, get
+/// 431 on that stream, never forwarded; the connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_http2_header_lists_get_431() {
+    let (v1, _pilot, proxy) = setup().await;
+    let addr = proxy.upstream;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let send = |extra: Vec<(String, String)>| {
+        let mut client = client.clone();
+        async move {
+            let mut request = http::Request::get(format!("http://{addr}/"));
+            for (k, v) in extra {
+                request = request.header(k, v);
+            }
+            let (response, _) = client
+                .send_request(request.body(()).unwrap(), true)
+                .unwrap();
+            response.await.map(|r| r.status().as_u16())
+        }
+    };
+    let many: Vec<_> = (0..120)
+        .map(|i| (format!("x-h{i}"), "1".to_string()))
+        .collect();
+    assert_eq!(send(many).await.unwrap(), 431, "120 header fields");
+    let big = vec![("x-big".to_string(), "a".repeat(70 * 1024))];
+    match send(big).await {
+        Ok(status) => assert_eq!(status, 431, "a 70 KiB header"),
+        Err(e) => panic!("a 70 KiB header: the stream failed instead of a 431: {e}"),
+    }
+    assert_eq!(v1.requests().total, 0, "nothing oversized reached the app");
+    assert_eq!(
+        send(Vec::new()).await.unwrap(),
+        200,
+        "the connection still serves"
     );
     proxy.stop().await;
 }

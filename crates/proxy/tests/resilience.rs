@@ -249,3 +249,70 @@ async fn the_catch_all_outbound_port_routes_by_host() {
     assert_eq!(v1.requests().total, 3);
     proxy.stop().await;
 }
+
+/// Once shutdown starts, `/ready` fails at once (while open requests still finish), so a health
+/// checker in front of the proxy stops sending it new work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_as_soon_as_the_proxy_drains() {
+    let v1 = app("v1").await;
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", ONE_ROUTE_NO_RETRIES)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let ready_url = format!("http://{}/ready", proxy.admin);
+    let admin = Http1Client::new();
+    assert_eq!(admin.get(&ready_url, &[]).await.unwrap().status, 200);
+    let slow = tokio::spawn({
+        let url = proxy.url("/delay/1500");
+        async move { Http1Client::new().get(&url, &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(proxy.stop());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let ready = admin.get(&ready_url, &[]).await.unwrap();
+        if ready.status == 503 {
+            assert!(ready.text().contains("draining"), "{}", ready.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready while draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply = slow.await.unwrap().unwrap();
+    assert_eq!(reply.status, 200, "the open request finished");
+    stopping.await.unwrap();
+}
+
+/// A route timeout covers the whole response: a body still streaming when it runs out is cut
+/// (the connection or stream ends early), rather than relayed for as long as the upstream likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_timeout_cuts_a_response_body_that_is_too_slow() {
+    let v1 = app("v1").await;
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    timeout: 500ms\n    retries: {attempts: 0}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    // Within the timeout: whole.
+    let quick = Http1Client::new()
+        .get(&proxy.url("/drip/100"), &[])
+        .await
+        .unwrap();
+    assert_eq!(quick.text(), "first\nlast\n");
+    for (name, h2) in [("http1", false), ("http2", true)] {
+        let started = Instant::now();
+        let reply = if h2 {
+            Http2Client::new().get(&proxy.url("/drip/3000"), &[]).await
+        } else {
+            Http1Client::new().get(&proxy.url("/drip/3000"), &[]).await
+        };
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2000),
+            "{name}: cut at the 500 ms timeout, not relayed for 3 s: {took:?}"
+        );
+        if let Ok(r) = reply {
+            assert!(
+                !r.text().contains("last"),
+                "{name}: the late part never arrives"
+            );
+        }
+    }
+    proxy.stop().await;
+}

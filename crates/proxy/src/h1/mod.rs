@@ -15,6 +15,7 @@ mod encode;
 pub mod head;
 pub(crate) mod pool;
 mod prefixed;
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,6 @@ use crate::upstream::outlier::now_ms;
 use crate::upstream::{balance, ClusterState, InFlight, Retrying};
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
-use chunked::ChunkedScanner;
 use encode::{Edits, LocalReply};
 use head::{Framing, RequestHead, ResponseHead, View};
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ pub async fn serve(
     let mut input = BytesMut::with_capacity(8 * 1024);
     let mut head = RequestHead::default();
     let mut bufs = Buffers::default();
-    let mut idle = IdleTimer::new(core.idle_timeout);
+    let mut idle = crate::idle::IdleTimer::new(core.idle_timeout);
     loop {
         match read_head(stream, &mut input, &mut head, draining, &mut idle).await {
             HeadRead::Ready => {}
@@ -147,39 +147,6 @@ pub async fn serve(
     }
 }
 
-/// A connection's idle timeout, on one timer for the connection's life: setting a timer for
-/// every wait between requests would cost a timer-wheel insert and removal per request, so the
-/// timer may fire early (set for an earlier idle spell) and is then pushed to the real deadline.
-pub(crate) struct IdleTimer {
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    limit: Duration,
-}
-
-impl IdleTimer {
-    pub(crate) fn new(limit: Duration) -> Self {
-        Self {
-            timer: Box::pin(tokio::time::sleep(limit)),
-            limit,
-        }
-    }
-
-    /// Called when the timer fired: whether the connection, idle since `idle_since`, has been
-    /// idle for the whole limit; if not, the timer is set again for when it will have been.
-    pub(crate) fn expired(&mut self, idle_since: Instant) -> bool {
-        let due = idle_since + self.limit;
-        if Instant::now() >= due {
-            return true;
-        }
-        self.timer.as_mut().reset(due);
-        false
-    }
-
-    /// Fires (repeatedly, once due) when the timer's deadline passes.
-    pub(crate) async fn fired(&mut self) {
-        self.timer.as_mut().await
-    }
-}
-
 enum HeadRead {
     Ready,
     Closed,
@@ -195,7 +162,7 @@ async fn read_head(
     input: &mut BytesMut,
     head: &mut RequestHead,
     draining: &mut watch::Receiver<bool>,
-    idle: &mut IdleTimer,
+    idle: &mut crate::idle::IdleTimer,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -288,6 +255,8 @@ enum Reply<'t> {
         conn: TcpStream,
         addr: SocketAddr,
         edits: Edits<'t>,
+        /// The route timeout's end: the response body must be relayed by then too.
+        deadline: Option<Instant>,
         /// Held until the response is relayed: the request still counts for least-request
         /// balancing and the circuit breakers while its body flows.
         _held: Held,
@@ -353,13 +322,17 @@ async fn handle(
             (status, "", written && !close)
         }
         Reply::Upstream {
-            conn, addr, edits, ..
+            conn,
+            addr,
+            edits,
+            deadline,
+            ..
         } => {
             let status = bufs.up_head.status;
             (
                 status,
                 "",
-                relay(stream, conn, addr, bufs, &edits, close).await,
+                relay::relay(stream, conn, addr, bufs, &edits, close, deadline).await,
             )
         }
     };
@@ -438,8 +411,9 @@ async fn forward<'t>(
         head: &mut bufs.up_head,
     };
     let attempts = attempts(core, &target, &bufs.out, upstream);
-    let result = match f.timeout {
-        Some(t) => tokio::time::timeout(t, attempts)
+    let deadline = f.timeout.map(|t| Instant::now() + t);
+    let result = match deadline {
+        Some(d) => tokio::time::timeout_at(d, attempts)
             .await
             .unwrap_or_else(|_| Err(LocalReply::new(504, "upstream request timeout", "UT"))),
         None => attempts.await,
@@ -449,6 +423,7 @@ async fn forward<'t>(
             conn,
             addr,
             edits: Edits::new([&wc.response_ops, &route.response_ops]),
+            deadline,
             _held: held,
         },
         Err(local) => Reply::Local(local),
@@ -613,82 +588,4 @@ async fn send(
             }
         }
     }
-}
-
-/// Where a response body stands.
-enum BodyLeft {
-    Length(u64),
-    Chunked(ChunkedScanner),
-    UntilClose,
-}
-
-impl BodyLeft {
-    /// Of `bytes`, how many belong to the body, and whether the body ends with them.
-    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
-        match self {
-            BodyLeft::Length(left) => {
-                let take = (*left).min(bytes.len() as u64);
-                *left -= take;
-                Ok((take as usize, *left == 0))
-            }
-            BodyLeft::Chunked(scanner) => Ok(match scanner.feed(bytes)? {
-                Some(end) => (end, true),
-                None => (bytes.len(), false),
-            }),
-            BodyLeft::UntilClose => Ok((bytes.len(), false)),
-        }
-    }
-}
-
-/// Relays the upstream's response (head parsed in `bufs`) to the client. Returns whether the
-/// downstream connection stays open; the upstream connection goes back to the pool when its
-/// response was read to the end and it may be reused.
-async fn relay(
-    stream: &mut TcpStream,
-    mut conn: TcpStream,
-    addr: SocketAddr,
-    bufs: &mut Buffers,
-    edits: &Edits<'_>,
-    close: bool,
-) -> bool {
-    let head = &bufs.up_head;
-    let close = close || head.framing == Framing::UntilClose;
-    encode::response_head(&mut bufs.out, &bufs.up, head, edits, close);
-    let mut left = match head.framing {
-        Framing::Empty => BodyLeft::Length(0),
-        Framing::Length(n) => BodyLeft::Length(n),
-        Framing::Chunked => BodyLeft::Chunked(ChunkedScanner::default()),
-        Framing::UntilClose => BodyLeft::UntilClose,
-    };
-    let mut reusable = head.reusable;
-    let received = &bufs.up[head.len..];
-    let Ok((take, mut done)) = left.feed(received) else {
-        return false;
-    };
-    reusable &= take == received.len();
-    bufs.out.extend_from_slice(&received[..take]);
-    if stream.write_all(&bufs.out).await.is_err() {
-        return false;
-    }
-    while !done {
-        bufs.up.clear();
-        bufs.up.reserve(16 * 1024);
-        let n = match conn.read_buf(&mut bufs.up).await {
-            Ok(0) if matches!(left, BodyLeft::UntilClose) => break,
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        let Ok((take, ended)) = left.feed(&bufs.up) else {
-            return false;
-        };
-        reusable &= take == n;
-        if stream.write_all(&bufs.up[..take]).await.is_err() {
-            return false;
-        }
-        done = ended;
-    }
-    if reusable && done {
-        pool::checkin(addr, conn);
-    }
-    !close
 }

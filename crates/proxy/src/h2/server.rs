@@ -4,9 +4,9 @@
 //! it belongs to.
 
 use super::body::{self, SendError};
-use crate::h1::IdleTimer;
 use crate::http::{forward, ListenerCtx, ProxyCore};
-use crate::listeners::MAX_HEADER_BYTES;
+use crate::idle::IdleTimer;
+use crate::listeners::{MAX_HEADERS, MAX_HEADER_BYTES};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::future::poll_fn;
@@ -113,6 +113,15 @@ async fn stream(
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
 ) {
+    if request.headers().len() > MAX_HEADERS {
+        // The same limit as HTTP/1's (the size limit is the codec's SETTINGS_MAX_HEADER_LIST_SIZE).
+        let reply = Response::builder()
+            .status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            .body(())
+            .unwrap_or_default();
+        let _ = respond.send_response(reply, true);
+        return;
+    }
     let (parts, recv) = request.into_parts();
     let request = Request::from_parts(parts, body::recv(recv));
     let response = tokio::select! {

@@ -183,6 +183,72 @@ impl hyper::body::Body for RecordingBody {
     }
 }
 
+/// `body`, ended at `deadline` if it has not ended by then (a route timeout or a gRPC deadline
+/// covers the whole response, not only its head): a gRPC response then ends with trailers
+/// `grpc-status: 4` (DEADLINE_EXCEEDED), any other fails (its stream or connection is cut).
+pub fn with_deadline(body: Body, deadline: tokio::time::Instant, grpc: bool) -> Body {
+    DeadlineBody {
+        inner: body,
+        timer: Box::pin(tokio::time::sleep_until(deadline)),
+        grpc,
+        expired: false,
+    }
+    .boxed_unsync()
+}
+
+struct DeadlineBody {
+    inner: Body,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    grpc: bool,
+    expired: bool,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.expired = true;
+        if self.grpc {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(
+                names::GRPC_STATUS,
+                HeaderValue::from(GRPC_DEADLINE_EXCEEDED),
+            );
+            trailers.insert(
+                "grpc-message",
+                HeaderValue::from_static("deadline exceeded while the response streamed"),
+            );
+            return Poll::Ready(Some(Ok(hyper::body::Frame::trailers(trailers))));
+        }
+        Poll::Ready(Some(Err(
+            "response not complete within the route timeout".into()
+        )))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// `body`, streamed as it is, with a flag that tells whether the client's side of it failed
 /// (invalid chunking, a reset): an attempt that then fails failed because of the client.
 pub fn watched(body: Body) -> (Body, std::sync::Arc<std::sync::atomic::AtomicBool>) {
@@ -228,6 +294,34 @@ impl hyper::body::Body for WatchedBody {
 mod tests {
     use super::grpc_timeout;
     use std::time::Duration;
+
+    /// A body that never yields: an upstream that stalls mid-response.
+    fn stalled() -> super::Body {
+        use http_body_util::BodyExt;
+        let never =
+            futures::stream::pending::<Result<hyper::body::Frame<bytes::Bytes>, super::BoxError>>();
+        http_body_util::StreamBody::new(never).boxed_unsync()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_grpc_response_ends_with_deadline_exceeded_trailers() {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut body = super::with_deadline(stalled(), deadline, true);
+        let frame = body.frame().await.unwrap().unwrap();
+        let trailers = frame.into_trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "4");
+        assert!(body.frame().await.is_none(), "then the body ends");
+        assert!(tokio::time::Instant::now() >= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_plain_response_fails_at_the_deadline() {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut body = super::with_deadline(stalled(), deadline, false);
+        assert!(body.frame().await.unwrap().is_err());
+    }
 
     #[test]
     fn grpc_timeout_units_and_bad_values() {

@@ -4,28 +4,21 @@
 //! forget.
 
 use super::body::{self, local_reply, Body};
+use super::payload::{BadBody, Payload};
 use super::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState, InFlight, Retrying};
-use bytes::Bytes;
-use futures::StreamExt;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::Frame;
+
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Plain request bodies up to this size are read before forwarding (replayable, validated).
-const MAX_REPLAY_BODY: usize = 64 * 1024;
-/// A client must send the first `MAX_REPLAY_BODY` bytes of its body (or all of it) within this.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
@@ -67,7 +60,7 @@ pub async fn forward(
             return local_reply(StatusCode::REQUEST_TIMEOUT, message, grpc, "DPE");
         }
     };
-    mirror(core, table, f, &parts, &payload);
+    super::mirror::mirror(core, table, f, &parts, &payload);
     let attempts = attempts(
         core,
         spec,
@@ -86,9 +79,17 @@ pub async fn forward(
         (t, _) => (t, false),
     };
     let mut response = match limit {
-        Some(t) => tokio::time::timeout(t, attempts)
-            .await
-            .unwrap_or_else(|_| timeout_reply(grpc, by_deadline)),
+        Some(t) => {
+            let deadline = tokio::time::Instant::now() + t;
+            match tokio::time::timeout_at(deadline, attempts).await {
+                // The limit covers the whole response: its body too.
+                Ok(response) if !hyper::body::Body::is_end_stream(response.body()) => {
+                    response.map(|b| body::with_deadline(b, deadline, grpc))
+                }
+                Ok(response) => response,
+                Err(_) => timeout_reply(grpc, by_deadline),
+            }
+        }
         None => attempts.await,
     };
     wc.response_ops.apply(response.headers_mut());
@@ -115,121 +116,6 @@ fn timeout_reply(grpc: bool, by_deadline: bool) -> Response<Body> {
         HeaderValue::from(body::GRPC_DEADLINE_EXCEEDED),
     );
     reply
-}
-
-/// The request body. A plain HTTP body is read ahead (up to `MAX_REPLAY_BODY`) so a small
-/// request can be sent again and a malformed one (bad chunking) is refused with 400 before any of
-/// it is forwarded; the rest of a larger one streams, watched, so a client failing later is
-/// still answered 400 rather than blamed on the upstream. gRPC bodies are never read ahead: a
-/// streaming call may wait for the answer before it ends its request.
-enum Payload {
-    Buffered(Bytes),
-    Stream {
-        body: Option<Body>,
-        /// Set when the client's side of the streamed body failed.
-        client_failed: Option<Arc<AtomicBool>>,
-    },
-    /// A gRPC request: streamed (a streaming call may wait for answers before it ends its
-    /// request) while a copy is kept, so that once it has ended it can be sent again.
-    Recorded {
-        body: Option<Body>,
-        copy: Arc<std::sync::Mutex<body::Recording>>,
-    },
-}
-
-/// The downstream request body could not be read: the client's fault.
-pub enum BadBody {
-    /// Bad chunking, a reset.
-    Invalid(String),
-    /// Not sent within `BODY_READ_TIMEOUT`.
-    Timeout,
-}
-
-impl Payload {
-    async fn new(body: Body, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
-        if grpc {
-            if !want_replay {
-                return Ok(Payload::Stream {
-                    body: Some(body),
-                    client_failed: None,
-                });
-            }
-            let (body, copy) = body::recorded(body, MAX_REPLAY_BODY);
-            return Ok(Payload::Recorded {
-                body: Some(body),
-                copy,
-            });
-        }
-        if hyper::body::Body::is_end_stream(&body) {
-            return Ok(Payload::Buffered(Bytes::new()));
-        }
-        // A client that announced a body must send it: within a bound, so a slow one cannot
-        // hold the request (and its upstream slot) open.
-        match tokio::time::timeout(BODY_READ_TIMEOUT, Self::read_ahead(body)).await {
-            Ok(read) => read,
-            Err(_) => Err(BadBody::Timeout),
-        }
-    }
-
-    /// Reads up to `MAX_REPLAY_BODY` of a plain body: all of it (buffered), or the start of a
-    /// larger one followed by the rest, streamed and watched.
-    async fn read_ahead(mut body: Body) -> Result<Self, BadBody> {
-        let mut frames: Vec<Frame<Bytes>> = Vec::new();
-        let mut size = 0usize;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| BadBody::Invalid(e.to_string()))?;
-            size += frame.data_ref().map(|d| d.len()).unwrap_or(0);
-            let trailers = frame.is_trailers();
-            frames.push(frame);
-            if size > MAX_REPLAY_BODY || trailers {
-                // Too large (or carrying trailers) to hold: send what was read, then the rest.
-                let read = futures::stream::iter(frames.into_iter().map(Ok::<_, body::BoxError>));
-                let rest = BodyStream::new(body);
-                let (body, failed) =
-                    body::watched(StreamBody::new(read.chain(rest)).boxed_unsync());
-                return Ok(Payload::Stream {
-                    body: Some(body),
-                    client_failed: Some(failed),
-                });
-            }
-        }
-        let mut bytes = bytes::BytesMut::with_capacity(size);
-        for f in frames {
-            if let Ok(data) = f.into_data() {
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(Payload::Buffered(bytes.freeze()))
-    }
-
-    fn replayable(&self) -> bool {
-        match self {
-            Payload::Buffered(_) => true,
-            Payload::Stream { .. } => false,
-            Payload::Recorded { copy, .. } => body::Recording::complete(copy).is_some(),
-        }
-    }
-
-    /// Whether the client's side of a streamed body failed while it was being sent.
-    fn client_failed(&self) -> bool {
-        match self {
-            Payload::Stream {
-                client_failed: Some(f),
-                ..
-            } => f.load(Ordering::Relaxed),
-            _ => false,
-        }
-    }
-
-    fn take(&mut self) -> Body {
-        match self {
-            Payload::Buffered(b) => body::full(b.clone()),
-            Payload::Stream { body, .. } => body.take().unwrap_or_else(body::empty),
-            Payload::Recorded { body, copy } => body.take().unwrap_or_else(|| {
-                body::Recording::complete(copy).map_or_else(body::empty, body::full)
-            }),
-        }
-    }
 }
 
 /// Why an attempt did not produce a usable response.
@@ -365,7 +251,7 @@ async fn attempt(
 
 /// Whether requests to `spec`'s endpoints go as HTTP/2: always for HTTP2 and GRPC ports'
 /// clusters, never for explicit HTTP/1 ones, otherwise as the client spoke.
-fn speaks_h2(spec: &ClusterSpec, parts: &Parts) -> bool {
+pub(crate) fn speaks_h2(spec: &ClusterSpec, parts: &Parts) -> bool {
     match spec.upstream {
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::Http1 => false,
@@ -407,7 +293,12 @@ pub(crate) fn remove_headers(headers: &mut http::HeaderMap, names: &[HeaderName]
     }
 }
 
-fn upstream_request(parts: &Parts, body: Body, addr: SocketAddr, h2: bool) -> Request<Body> {
+pub(crate) fn upstream_request(
+    parts: &Parts,
+    body: Body,
+    addr: SocketAddr,
+    h2: bool,
+) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.version_mut() = if h2 {
@@ -588,89 +479,5 @@ impl Drop for Admission {
         self.counters
             .requests_in_flight
             .fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Envoy marks shadow traffic by suffixing the host (before its port): the `Host` header over
-/// HTTP/1, the `:authority` (the URI's) over HTTP/2.
-fn mark_shadow(request: &mut Request<Body>, h2: bool) {
-    if h2 {
-        let uri = request.uri();
-        let Some(shadow) = uri.authority().map(|a| shadow_host(a.as_str())) else {
-            return;
-        };
-        let mut parts = uri.clone().into_parts();
-        parts.authority = Authority::try_from(shadow).ok();
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
-        }
-    } else if let Some(host) = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    {
-        if let Ok(v) = HeaderValue::from_str(&shadow_host(host)) {
-            request.headers_mut().insert(header::HOST, v);
-        }
-    }
-}
-
-/// `reviews:9080` ⇒ `reviews-shadow:9080`; `reviews` ⇒ `reviews-shadow`.
-fn shadow_host(host: &str) -> String {
-    match host.rsplit_once(':') {
-        Some((name, port))
-            if !name.is_empty()
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!name.contains(':') || name.ends_with(']')) =>
-        {
-            format!("{name}-shadow:{port}")
-        }
-        _ => format!("{host}-shadow"),
-    }
-}
-
-#[cfg(test)]
-#[test]
-fn shadow_hosts_keep_their_port() {
-    assert_eq!(shadow_host("reviews:9080"), "reviews-shadow:9080");
-    assert_eq!(shadow_host("reviews"), "reviews-shadow");
-    assert_eq!(shadow_host("[::1]:80"), "[::1]-shadow:80");
-    assert_eq!(shadow_host("reviews:"), "reviews:-shadow");
-}
-
-/// Send a copy to each mirror cluster (its share of requests), never waiting for it.
-fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payload: &Payload) {
-    let Payload::Buffered(bytes) = payload else {
-        return;
-    };
-    for m in &f.mirrors {
-        if rand::rng().random_range(0..1_000_000) >= m.ppm {
-            continue;
-        }
-        let (Some(spec), Some(state)) = (
-            table.cluster(&m.cluster),
-            core.upstreams.cluster(&m.cluster),
-        ) else {
-            continue;
-        };
-        let Some(addr) = balance::pick(spec, &state, None, now_ms(), &[]) else {
-            continue;
-        };
-        let h2 = speaks_h2(spec, parts);
-        let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
-        mark_shadow(&mut request, h2);
-        let client = core.h1.clone();
-        core.metrics.mirrored.inc();
-        tokio::spawn(async move {
-            let send = async {
-                if h2 {
-                    let _ = crate::h2::client::send(addr, request).await;
-                } else {
-                    let _ = client.request(request).await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
-        });
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod body;
 pub(crate) mod forward;
+mod mirror;
+mod payload;
 pub mod select;
 mod upgrade;
 pub mod weighted;

@@ -1,5 +1,6 @@
-//! Plain HTTP answers of the fake app: the echo JSON on any path, `/healthz`, `/status/<code>`
-//! and `/delay/<ms>`, plus injected failures.
+//! Plain HTTP answers of the fake app: the echo JSON on any path, `/healthz`, `/status/<code>`,
+//! `/delay/<ms>` and `/drip/<ms>` (the head and a first line at once, the last line `ms` later),
+//! plus injected failures.
 //!
 //! The echo body is what proxy tests assert on (which instance answered, which headers arrived),
 //! so its field names are a contract: never rename them.
@@ -13,6 +14,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 /// The JSON body of every echo answer.
@@ -45,9 +47,64 @@ pub(crate) async fn respond(req: Request<Incoming>, state: &AppState) -> Respons
     if state.inject_failure() {
         return injected_failure(state);
     }
+    if let Some(ms) = parts.uri.path().strip_prefix("/drip/") {
+        return match ms.parse() {
+            Ok(ms) => drip(Duration::from_millis(ms), state),
+            Err(_) => text(
+                StatusCode::BAD_REQUEST,
+                format!("/drip/{ms}: expected milliseconds"),
+                state,
+            ),
+        };
+    }
     match route(parts.uri.path()).await {
         Ok(status) => echo(&parts, body_len, status, state),
         Err(message) => text(StatusCode::BAD_REQUEST, message, state),
+    }
+}
+
+/// A 200 whose body is `first\n` at once and `last\n` after `gap`: a slow response body.
+fn drip(gap: Duration, state: &AppState) -> Response<AppBody> {
+    let body = Drip {
+        first: Some(hyper::body::Bytes::from_static(b"first\n")),
+        wait: Box::pin(tokio::time::sleep(gap)),
+        last: Some(hyper::body::Bytes::from_static(b"last\n")),
+    };
+    let mut response = Response::new(http_body_util::BodyExt::boxed(body));
+    let version = HeaderValue::from_str(&state.identity.version);
+    if let Ok(v) = version {
+        response.headers_mut().insert(X_VERSION, v);
+    }
+    response
+}
+
+struct Drip {
+    first: Option<hyper::body::Bytes>,
+    wait: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last: Option<hyper::body::Bytes>,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<hyper::body::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        if self.last.is_none() {
+            return Poll::Ready(None);
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(self.last.take().map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
