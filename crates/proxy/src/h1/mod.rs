@@ -25,6 +25,8 @@ use crate::http::select::{self, RequestView};
 use crate::http::weighted;
 use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
+use crate::metrics::source::SOURCE_HEADER;
+use crate::metrics::upstream::ConnectionMetrics;
 use crate::metrics::{AccessEntry, RequestLabels};
 use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::now_ms;
@@ -34,6 +36,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use chunked::ChunkedScanner;
 use encode::{Edits, LocalReply};
 use head::{Framing, RequestHead, ResponseHead, View};
+use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -242,7 +245,7 @@ enum Reply<'t> {
     Local(LocalReply),
     Redirect(u16, String),
     Upstream {
-        conn: TcpStream,
+        conn: pool::Connection,
         addr: SocketAddr,
         edits: Edits<'t>,
     },
@@ -271,6 +274,8 @@ async fn handle(
     }
     let start = Instant::now();
     let mut labels = RequestLabels::new(ctx.direction);
+    let received = || req.view.header(SOURCE_HEADER.as_str()).map(str::as_bytes);
+    labels.set_source(ctx.source(received));
     if core.metrics.access_log {
         labels.access = Some(Box::new(AccessEntry::new(&req.view, "HTTP/1.1", req.peer)));
     }
@@ -284,7 +289,10 @@ async fn handle(
             "NR",
         )),
         Some(None) => Reply::Local(LocalReply::new(404, "no route matched", "NR")),
-        Some(Some(route)) => respond(core, &table, route, req, bufs, &mut labels).await,
+        Some(Some(route)) => {
+            let source = ctx.source_header();
+            respond(core, &table, route, req, source, bufs, &mut labels).await
+        }
     };
     let close = !req.view.head.keep_alive || draining;
     let (status, flag, keep) = match reply {
@@ -324,6 +332,7 @@ async fn respond<'t>(
     table: &'t RouteTable,
     route: &'t Route,
     req: &Request<'_>,
+    source: Option<&HeaderValue>,
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
@@ -336,16 +345,19 @@ async fn respond<'t>(
     }
     match &route.action {
         Action::Redirect(r) => Reply::Redirect(r.status, select::redirect_location(r, &req.view)),
-        Action::Forward(f) => forward(core, table, route, f, req, bufs, labels).await,
+        Action::Forward(f) => forward(core, table, route, f, req, source, bufs, labels).await,
     }
 }
 
+/// `source` is the `x-graymesh-source` value the upstream gets (see `metrics::source`).
+#[allow(clippy::too_many_arguments)]
 async fn forward<'t>(
     core: &ProxyCore,
     table: &'t RouteTable,
     route: &'t Route,
     f: &'t Forward,
     req: &Request<'_>,
+    source: Option<&HeaderValue>,
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
@@ -361,7 +373,7 @@ async fn forward<'t>(
         return Reply::Handover;
     }
     let edits = Edits::new([&route.request_ops, &wc.request_ops]);
-    encode::request_head(&mut bufs.out, &req.view, route, f, &edits);
+    encode::request_head(&mut bufs.out, &req.view, route, f, &edits, source);
     bufs.out.extend_from_slice(req.body());
     let target = Target {
         spec,
@@ -413,7 +425,7 @@ async fn attempts(
     t: &Target<'_>,
     request: &[u8],
     mut up: Upstream<'_>,
-) -> Result<(TcpStream, SocketAddr), LocalReply> {
+) -> Result<(pool::Connection, SocketAddr), LocalReply> {
     let Some(_admitted) = Admission::new(t.spec, t.state, false) else {
         let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
         reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
@@ -428,7 +440,8 @@ async fn attempts(
         let endpoint = t.state.endpoint(&addr).cloned().unwrap_or_default();
         let result = {
             let _in_flight = InFlight::new(&endpoint);
-            let exchange = exchange(addr, request, t.head_request, &mut up);
+            let connections = &core.metrics.upstream.http1;
+            let exchange = exchange(addr, connections, request, t.head_request, &mut up);
             match t.retry.and_then(|r| r.per_try_timeout) {
                 Some(limit) => tokio::time::timeout(limit, exchange)
                     .await
@@ -440,7 +453,7 @@ async fn attempts(
             Ok(_) => forward::classify_status(up.head.status, None, t.retry),
             Err(failure) => forward::classify_failure(failure, t.retry),
         };
-        forward::record_outlier(t.spec, t.state, &endpoint, outcome);
+        forward::record_outlier(&core.metrics, t.spec, t.state, &endpoint, outcome);
         let may_retry = t.retry.is_some_and(|r| tried < r.num_retries)
             && forward::retry_budget(t.spec, t.state);
         if retriable && may_retry {
@@ -495,16 +508,20 @@ enum SendError {
 /// One attempt on one endpoint: a pooled connection (or, when those turn out closed, a new one).
 async fn exchange(
     addr: SocketAddr,
+    connections: &ConnectionMetrics,
     request: &[u8],
     head_request: bool,
     up: &mut Upstream<'_>,
-) -> Result<TcpStream, Failure> {
+) -> Result<pool::Connection, Failure> {
     loop {
         let (mut conn, reused) = match pool::checkout(addr) {
             Some(conn) => (conn, true),
-            None => (pool::connect(addr).await.map_err(Failure::Connect)?, false),
+            None => {
+                let conn = pool::connect(addr, connections).await;
+                (conn.map_err(Failure::Connect)?, false)
+            }
         };
-        match send(&mut conn, request, head_request, up).await {
+        match send(&mut conn.stream, request, head_request, up).await {
             Ok(()) => return Ok(conn),
             Err(SendError::Nothing(_)) if reused => continue,
             Err(SendError::Nothing(e) | SendError::Broken(e)) => return Err(Failure::Reset(e)),
@@ -584,7 +601,7 @@ impl BodyLeft {
 /// response was read to the end and it may be reused.
 async fn relay(
     stream: &mut TcpStream,
-    mut conn: TcpStream,
+    mut conn: pool::Connection,
     addr: SocketAddr,
     bufs: &mut Buffers,
     edits: &Edits<'_>,
@@ -612,7 +629,7 @@ async fn relay(
     while !done {
         bufs.up.clear();
         bufs.up.reserve(16 * 1024);
-        let n = match conn.read_buf(&mut bufs.up).await {
+        let n = match conn.stream.read_buf(&mut bufs.up).await {
             Ok(0) if matches!(left, BodyLeft::UntilClose) => break,
             Ok(0) | Err(_) => return false,
             Ok(n) => n,

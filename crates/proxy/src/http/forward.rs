@@ -5,7 +5,7 @@
 
 use super::body::{self, local_reply, Body};
 use super::ProxyCore;
-use crate::metrics::RequestLabels;
+use crate::metrics::{ProxyMetrics, RequestLabels};
 use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState};
@@ -240,7 +240,7 @@ async fn attempts(
         )
         .await;
         let (outcome, retriable) = classify(&result, retry);
-        record_outlier(spec, state, &endpoint, outcome);
+        record_outlier(&core.metrics, spec, state, &endpoint, outcome);
         let budget_ok = retry.is_some_and(|r| tried < r.num_retries)
             && payload.replayable()
             && retry_budget(spec, state);
@@ -296,7 +296,7 @@ async fn attempt(
     endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
     let call = async {
         if h2 {
-            crate::h2::client::send(addr, request).await
+            crate::h2::client::send(addr, request, &core.metrics.upstream.http2).await
         } else {
             let response = core.h1.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -476,7 +476,9 @@ pub(crate) fn classify_status(
     (outcome, retriable)
 }
 
+/// Records an attempt's outcome for outlier detection, counting the ejection it may cause.
 pub(crate) fn record_outlier(
+    metrics: &ProxyMetrics,
     spec: &ClusterSpec,
     state: &ClusterState,
     endpoint: &EndpointState,
@@ -484,7 +486,7 @@ pub(crate) fn record_outlier(
 ) {
     let Some(outlier) = &spec.outlier else { return };
     let now = now_ms();
-    endpoint.health.record(outcome, outlier, || {
+    let ejected_now = endpoint.health.record(outcome, outlier, || {
         let ejected = state
             .endpoints
             .values()
@@ -492,6 +494,9 @@ pub(crate) fn record_outlier(
             .count();
         room_to_eject(ejected, state.endpoints.len(), outlier.max_ejection_percent)
     });
+    if ejected_now {
+        metrics.upstream.ejected(&spec.name);
+    }
 }
 
 pub(crate) fn retry_budget(spec: &ClusterSpec, state: &ClusterState) -> bool {
@@ -569,11 +574,12 @@ fn mirror(core: &ProxyCore, table: &RouteTable, f: &Forward, parts: &Parts, payl
             }
         }
         let client = core.h1.clone();
+        let h2_connections = core.metrics.upstream.http2.clone();
         core.metrics.mirrored.inc();
         tokio::spawn(async move {
             let send = async {
                 if h2 {
-                    let _ = crate::h2::client::send(addr, request).await;
+                    let _ = crate::h2::client::send(addr, request, &h2_connections).await;
                 } else {
                     let _ = client.request(request).await;
                 }

@@ -198,3 +198,47 @@ fn every_endpoint_ejected_means_panic_mode_uses_them_all() {
     }
     assert!(pick(&s, &st, None, now_ms(), &[]).is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn ejected_endpoints_are_counted_at_scrape_time_until_readmitted() {
+    use crate::metrics::upstream::EjectedEndpoints;
+    let s = ClusterSpec {
+        name: "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+        ..spec(LbPolicy::RoundRobin, 2)
+    };
+    let quiet = ClusterSpec {
+        name: "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+        ..spec(LbPolicy::RoundRobin, 2)
+    };
+    let upstreams = Arc::new(Upstreams::default());
+    {
+        let mut clusters = upstreams.clusters.write().unwrap();
+        for c in [&s, &quiet] {
+            clusters.insert(c.name.clone(), Arc::new(state_for(c)));
+        }
+    }
+    let state = upstreams.cluster(&s.name).unwrap();
+    let outlier = s.outlier.as_ref().unwrap();
+    for _ in 0..3 {
+        state.endpoints[&s.endpoints[0].addr]
+            .health
+            .record(Outcome::LocalFailure, outlier, || true);
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(EjectedEndpoints(upstreams.clone())));
+    let scrape = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let series = "graymesh_proxy_outlier_ejected_endpoints{destination_service=\"reviews.default.svc.cluster.local\",destination_version=\"v1\"}";
+    let text = scrape();
+    assert!(text.contains(&format!("{series} 1\n")), "{text}");
+    assert!(
+        !text.contains("destination_version=\"v2\""),
+        "never ejected: no series"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let text = scrape();
+    assert!(text.contains(&format!("{series} 0\n")), "{text}");
+}
