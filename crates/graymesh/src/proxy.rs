@@ -16,7 +16,8 @@ pub struct ProxyArgs {
     pub node_id: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// The service of the local app (registers it in pilot's registry).
+    /// The service of the local app (registers it in pilot's registry); also the source service
+    /// of this proxy's outbound requests in /metrics and in `x-graymesh-source`.
     #[arg(long)]
     pub service: Option<String>,
     /// The version label of the local app (`version`), e.g. v1.

@@ -131,6 +131,10 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
                 &xds.to_string(),
                 "--node-id",
                 "productpage-1",
+                "--service",
+                "productpage",
+                "--service-version",
+                "v1",
                 "--no-register",
                 "--concurrency",
                 "1",
@@ -176,12 +180,14 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
         "reviews.default.svc.cluster.local"
     );
     assert_eq!(entry["protocol"], "HTTP/1.1");
+    assert_eq!(entry["source_service"], "productpage");
     let metrics = http
         .get(&format!("http://{sidecar_admin}/metrics"), &[])
         .await
         .unwrap()
         .text();
-    assert!(metrics.contains("direction=\"inbound\",destination_service=\"reviews\",destination_version=\"v2\",response_code=\"200\""), "{metrics}");
+    // The client's sidecar named itself in x-graymesh-source; this one counts it as the source.
+    assert!(metrics.contains("direction=\"inbound\",source_service=\"productpage\",source_version=\"v1\",destination_service=\"reviews\",destination_version=\"v2\",response_code=\"200\""), "{metrics}");
 
     // SIGTERM: deregistered at once (not after the TTL) and the process exits within its drain bound.
     let stopped = Instant::now();

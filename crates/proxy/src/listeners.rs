@@ -6,6 +6,7 @@
 //! listeners stop accepting and every connection finishes its in-flight requests, within a bound.
 
 use crate::http::{Direction, ListenerCtx, ProxyCore};
+use crate::metrics::source::OwnSource;
 use crate::table::ListenerSpec;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -31,7 +32,8 @@ struct Running {
     stop: watch::Sender<bool>,
 }
 
-/// Identity of the local service, for inbound metrics.
+/// Identity of the local service: the destination of inbound requests and the source of
+/// outbound ones (empty when `--service` / `--service-version` are not given).
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub service: String,
@@ -41,6 +43,8 @@ pub struct Identity {
 pub struct Listeners {
     core: Arc<ProxyCore>,
     identity: Identity,
+    /// The identity as outbound listeners announce it: built once, shared by every request.
+    own_source: Option<OwnSource>,
     running: Mutex<HashMap<String, Running>>,
     draining: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
@@ -56,9 +60,11 @@ impl std::fmt::Debug for Listeners {
 impl Listeners {
     pub fn new(core: Arc<ProxyCore>, identity: Identity) -> Arc<Self> {
         let (draining, _) = watch::channel(false);
+        let own_source = OwnSource::new(&identity.service, &identity.version);
         Arc::new(Self {
             core,
             identity,
+            own_source,
             running: Mutex::default(),
             draining,
             open: Arc::default(),
@@ -141,6 +147,11 @@ impl Listeners {
             },
             identity: inbound
                 .then(|| (self.identity.service.clone(), self.identity.version.clone())),
+            own_source: if inbound {
+                None
+            } else {
+                self.own_source.clone()
+            },
             tcp: spec.tcp.clone(),
         }
     }

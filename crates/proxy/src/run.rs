@@ -5,6 +5,7 @@ use crate::admin::Admin;
 use crate::config::ConfigStore;
 use crate::http::ProxyCore;
 use crate::listeners::{Identity, Listeners};
+use crate::metrics::upstream::EjectedEndpoints;
 use crate::metrics::ProxyMetrics;
 use crate::registration::{Registrar, RegistrationSpec};
 use crate::table::Resources;
@@ -64,6 +65,7 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let core = ProxyCore::new(metrics, opts.idle_timeout);
+    registry.register_collector(Box::new(EjectedEndpoints(core.upstreams.clone())));
     let identity = Identity {
         service: opts.service.clone().unwrap_or_default(),
         version: opts.service_version.clone().unwrap_or_default(),

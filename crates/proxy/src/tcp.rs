@@ -35,11 +35,20 @@ pub async fn serve(
         let endpoint = state.endpoint(&addr).cloned().unwrap_or_default();
         let connected =
             tokio::time::timeout(spec.connect_timeout, tokio::net::TcpStream::connect(addr)).await;
+        let connections = &core.metrics.upstream.tcp;
         let Ok(Ok(mut upstream)) = connected else {
-            record_outlier(spec, &state, &endpoint, Outcome::LocalFailure);
+            connections.failed();
+            record_outlier(
+                &core.metrics,
+                spec,
+                &state,
+                &endpoint,
+                Outcome::LocalFailure,
+            );
             tried.push(addr);
             continue;
         };
+        let _open = connections.opened();
         let _ = upstream.set_nodelay(true);
         let in_flight = InFlight::new(endpoint);
         let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;

@@ -8,7 +8,7 @@ mod mesh;
 use graymesh_testkit::{
     run_load, CallOptions, GrpcClient, Http1Client, Http2Client, LoadCall, LoadPlan,
 };
-use mesh::{app, free_addr, mesh_yaml, split, Pilot, Proxy};
+use mesh::{app, free_addr, mesh_yaml, sample_sum, split, Pilot, Proxy, HOST};
 use std::time::Duration;
 
 fn plan(n: u64) -> LoadPlan {
@@ -261,6 +261,12 @@ async fn outlier_detection_ejects_and_readmits() {
         "ejected after 3 consecutive errors: {} failed",
         first.failed
     );
+    let cluster = [("destination_service", HOST), ("destination_version", "v1")];
+    let text = proxy.metrics().await;
+    let ejections = "graymesh_proxy_outlier_ejections_total";
+    assert!(sample_sum(&text, ejections, &cluster) >= 1.0, "{text}");
+    let ejected = "graymesh_proxy_outlier_ejected_endpoints";
+    assert_eq!(sample_sum(&text, ejected, &cluster), 1.0, "{text}");
     let bad_seen = bad.requests().total;
     let after = run_load(
         LoadCall::http1(Http1Client::new(), proxy.url("/")),
@@ -292,6 +298,8 @@ async fn outlier_detection_ejects_and_readmits() {
         bad.requests().total > bad_seen,
         "readmitted after the ejection time"
     );
+    let text = proxy.metrics().await;
+    assert_eq!(sample_sum(&text, ejected, &cluster), 0.0, "{text}");
     proxy.stop().await;
 }
 

@@ -4,7 +4,7 @@
 
 mod mesh;
 
-use mesh::{free_addr, Pilot, Proxy};
+use mesh::{free_addr, sample_sum, Pilot, Proxy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -73,5 +73,9 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cach
     assert!((0.15..=0.25).contains(&v2_share), "{by_version:?}");
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("graymesh_proxy_tcp_connections_total{destination_service=\"cache.default.svc.cluster.local\",destination_version=\"v2\""), "{metrics}");
+    let tcp = [("protocol", "tcp")];
+    let opened = "graymesh_proxy_upstream_connections_opened_total";
+    // The harness's readiness probe connected too.
+    assert!(sample_sum(&metrics, opened, &tcp) >= 500.0, "{metrics}");
     proxy.stop().await;
 }

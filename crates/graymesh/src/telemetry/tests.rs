@@ -24,18 +24,24 @@ fn key(version: &str) -> SeriesKey {
 // === parser ===
 
 /// What a real proxy writes: the proxy's registry and encoder, requests counted the way the
-/// HTTP/1 path counts them.
+/// HTTP/1 path counts them, from two callers (their series are summed: the analysis keys on the
+/// destination only).
 #[test]
 fn parses_what_the_proxy_encodes() {
     use graymesh_proxy::http::Direction;
-    use graymesh_proxy::metrics::{ProxyMetrics, RequestLabels};
+    use graymesh_proxy::metrics::{ProxyMetrics, RequestLabels, Source};
     let metrics = ProxyMetrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let cluster = format!("outbound|9080|v2|{FQDN}");
-    for code in [200, 200, 200, 503, 500] {
+    let productpage = std::sync::Arc::new(Source {
+        service: "productpage".into(),
+        version: "v1".into(),
+    });
+    for (i, code) in [200, 200, 200, 503, 500].into_iter().enumerate() {
         let mut labels = RequestLabels::new(Direction::Outbound);
         labels.set_cluster(&cluster);
+        labels.set_source((i % 2 == 0).then(|| productpage.clone()));
         metrics.count(labels, code, "", Instant::now());
     }
     // The destination's sidecar counts the same requests inbound: not counted again.

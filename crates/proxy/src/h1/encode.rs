@@ -1,9 +1,11 @@
 //! Writing HTTP/1 heads into a reusable buffer: the request sent upstream (hop-by-hop headers
-//! dropped, the route's header operations applied, a `traceparent` added when absent), the
-//! response sent downstream, and the proxy's own replies.
+//! and any received `x-graymesh-source` dropped, the route's header operations applied, this
+//! proxy's source and a `traceparent` added), the response sent downstream, and the proxy's own
+//! replies.
 
 use super::head::{trim, ResponseHead, View};
 use crate::http::select::RequestView;
+use crate::metrics::source::SOURCE_HEADER;
 use crate::table::{Forward, HeaderOps, PathMatch, Route};
 use http::{HeaderName, HeaderValue};
 
@@ -61,9 +63,10 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Headers that describe one hop of a request, not the request.
+/// Headers that describe one hop of a request, not the request (the source header names the
+/// previous hop: it is replaced, never passed on).
 fn request_hop_by_hop(name: &[u8], value: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
+    const HOP: [&[u8]; 9] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
@@ -72,13 +75,22 @@ fn request_hop_by_hop(name: &[u8], value: &[u8]) -> bool {
         b"proxy-authenticate",
         b"proxy-authorization",
         b"host",
+        b"x-graymesh-source",
     ];
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
         || (name.eq_ignore_ascii_case(b"te") && !trim(value).eq_ignore_ascii_case(b"trailers"))
 }
 
-/// The request as the upstream receives it (head only; the body follows as received).
-pub fn request_head(out: &mut Vec<u8>, req: &View<'_>, route: &Route, f: &Forward, edits: &Edits) {
+/// The request as the upstream receives it (head only; the body follows as received), with
+/// `source` as its `x-graymesh-source`.
+pub fn request_head(
+    out: &mut Vec<u8>,
+    req: &View<'_>,
+    route: &Route,
+    f: &Forward,
+    edits: &Edits,
+    source: Option<&HeaderValue>,
+) {
     out.clear();
     out.extend_from_slice(req.method().as_bytes());
     out.push(b' ');
@@ -111,6 +123,9 @@ pub fn request_head(out: &mut Vec<u8>, req: &View<'_>, route: &Route, f: &Forwar
         }
     }
     edits.write_added(out);
+    if let Some(value) = source {
+        header(out, SOURCE_HEADER.as_str().as_bytes(), value.as_bytes());
+    }
     if !edits.adds("traceparent") && !req.has_header(b"traceparent") {
         header(out, b"traceparent", &crate::http::new_traceparent());
     }

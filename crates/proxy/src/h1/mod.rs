@@ -26,6 +26,8 @@ use crate::http::select::{self, RequestView};
 use crate::http::weighted;
 use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::listeners::MAX_HEADER_BYTES;
+use crate::metrics::source::SOURCE_HEADER;
+use crate::metrics::upstream::ConnectionMetrics;
 use crate::metrics::{AccessEntry, RequestLabels};
 use crate::table::{Action, ClusterSpec, Forward, RetrySpec, Route, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::now_ms;
@@ -34,6 +36,7 @@ use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
 use encode::{Edits, LocalReply};
 use head::{Framing, RequestHead, ResponseHead, View};
+use http::HeaderValue;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -252,7 +255,7 @@ enum Reply<'t> {
     Local(LocalReply),
     Redirect(u16, String),
     Upstream {
-        conn: TcpStream,
+        conn: pool::Connection,
         addr: SocketAddr,
         edits: Edits<'t>,
         /// The route timeout's end: the response body must be relayed by then too.
@@ -293,6 +296,8 @@ async fn handle(
     }
     let start = Instant::now();
     let mut labels = RequestLabels::new(ctx.direction);
+    let received = || req.view.header(SOURCE_HEADER.as_str()).map(str::as_bytes);
+    labels.set_source(ctx.source(received));
     if core.metrics.access_log {
         labels.access = Some(Box::new(AccessEntry::new(&req.view, "HTTP/1.1", req.peer)));
     }
@@ -306,7 +311,10 @@ async fn handle(
             "NR",
         )),
         Some(None) => Reply::Local(LocalReply::new(404, "no route matched", "NR")),
-        Some(Some(route)) => respond(core, &table, route, req, bufs, &mut labels).await,
+        Some(Some(route)) => {
+            let source = ctx.source_header();
+            respond(core, &table, route, req, source, bufs, &mut labels).await
+        }
     };
     let close = !req.view.head.keep_alive || draining;
     let (status, flag, keep) = match reply {
@@ -352,6 +360,7 @@ async fn respond<'t>(
     table: &'t RouteTable,
     route: &'t Route,
     req: &Request<'_>,
+    source: Option<&HeaderValue>,
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
@@ -372,16 +381,19 @@ async fn respond<'t>(
     }
     match &route.action {
         Action::Redirect(r) => Reply::Redirect(r.status, select::redirect_location(r, &req.view)),
-        Action::Forward(f) => forward(core, table, route, f, req, bufs, labels).await,
+        Action::Forward(f) => forward(core, table, route, f, req, source, bufs, labels).await,
     }
 }
 
+/// `source` is the `x-graymesh-source` value the upstream gets (see `metrics::source`).
+#[allow(clippy::too_many_arguments)]
 async fn forward<'t>(
     core: &ProxyCore,
     table: &'t RouteTable,
     route: &'t Route,
     f: &'t Forward,
     req: &Request<'_>,
+    source: Option<&HeaderValue>,
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
@@ -397,7 +409,7 @@ async fn forward<'t>(
         return Reply::Handover;
     }
     let edits = Edits::new([&route.request_ops, &wc.request_ops]);
-    encode::request_head(&mut bufs.out, &req.view, route, f, &edits);
+    encode::request_head(&mut bufs.out, &req.view, route, f, &edits, source);
     bufs.out.extend_from_slice(req.body());
     let target = Target {
         spec,
@@ -461,7 +473,7 @@ async fn attempts(
     t: &Target<'_>,
     request: &[u8],
     mut up: Upstream<'_>,
-) -> Result<(TcpStream, SocketAddr, Held), LocalReply> {
+) -> Result<(pool::Connection, SocketAddr, Held), LocalReply> {
     let Some(admitted) = Admission::new(t.spec, t.state, false) else {
         let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
         reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
@@ -477,7 +489,8 @@ async fn attempts(
         let endpoint = t.state.endpoint(&addr).cloned().unwrap_or_default();
         let in_flight = InFlight::new(endpoint.clone());
         let result = {
-            let exchange = exchange(addr, request, t.head_request, &mut up);
+            let connections = &core.metrics.upstream.http1;
+            let exchange = exchange(addr, connections, request, t.head_request, &mut up);
             match t.retry.and_then(|r| r.per_try_timeout) {
                 Some(limit) => tokio::time::timeout(limit, exchange)
                     .await
@@ -489,7 +502,7 @@ async fn attempts(
             Ok(_) => forward::classify_status(up.head.status, None, t.retry),
             Err(failure) => forward::classify_failure(failure, t.retry),
         };
-        forward::record_outlier(t.spec, t.state, &endpoint, outcome);
+        forward::record_outlier(&core.metrics, t.spec, t.state, &endpoint, outcome);
         let may_retry = t.retry.is_some_and(|r| tried < r.num_retries)
             && forward::retry_budget(t.spec, t.state, retrying.is_some());
         if retriable && may_retry {
@@ -531,16 +544,20 @@ enum SendError {
 /// One attempt on one endpoint: a pooled connection (or, when those turn out closed, a new one).
 async fn exchange(
     addr: SocketAddr,
+    connections: &ConnectionMetrics,
     request: &[u8],
     head_request: bool,
     up: &mut Upstream<'_>,
-) -> Result<TcpStream, Failure> {
+) -> Result<pool::Connection, Failure> {
     loop {
         let (mut conn, reused) = match pool::checkout(addr) {
             Some(conn) => (conn, true),
-            None => (pool::connect(addr).await.map_err(Failure::Connect)?, false),
+            None => {
+                let conn = pool::connect(addr, connections).await;
+                (conn.map_err(Failure::Connect)?, false)
+            }
         };
-        match send(&mut conn, request, head_request, up).await {
+        match send(&mut conn.stream, request, head_request, up).await {
             Ok(()) => return Ok(conn),
             Err(SendError::Nothing(_)) if reused => continue,
             Err(SendError::Nothing(e) | SendError::Broken(e)) => return Err(Failure::Reset(e)),

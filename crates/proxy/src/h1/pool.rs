@@ -4,7 +4,12 @@
 //!
 //! An idle connection the upstream closed is only discovered when used; the caller then tries
 //! another (a request that received no byte of response was not processed).
+//!
+//! A connection carries its place in the upstream connection gauge: it is counted closed when
+//! it is dropped, wherever that happens (after a failed exchange, when the pool is full or
+//! expires it, when the thread ends).
 
+use crate::metrics::upstream::{ConnectionMetrics, OpenConnection};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,8 +21,14 @@ const MAX_IDLE: usize = 64;
 const IDLE_FOR: Duration = Duration::from_secs(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// An upstream HTTP/1 connection, counted open while it lives.
+pub struct Connection {
+    pub stream: TcpStream,
+    _open: OpenConnection,
+}
+
 struct Idle {
-    stream: TcpStream,
+    conn: Connection,
     since: Instant,
 }
 
@@ -31,20 +42,20 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::default();
 }
 
-pub fn checkout(addr: SocketAddr) -> Option<TcpStream> {
+pub fn checkout(addr: SocketAddr) -> Option<Connection> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.idle.get_mut(&addr)?;
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < IDLE_FOR {
-                return Some(idle.stream);
+                return Some(idle.conn);
             }
         }
         None
     })
 }
 
-pub fn checkin(addr: SocketAddr, stream: TcpStream) {
+pub fn checkin(addr: SocketAddr, conn: Connection) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.returns = p.returns.wrapping_add(1);
@@ -58,14 +69,29 @@ pub fn checkin(addr: SocketAddr, stream: TcpStream) {
         let list = p.idle.entry(addr).or_default();
         if list.len() < MAX_IDLE {
             list.push(Idle {
-                stream,
+                conn,
                 since: Instant::now(),
             });
         }
     });
 }
 
-pub async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+/// A new connection to `addr`, counted in `metrics` (a failure too).
+pub async fn connect(addr: SocketAddr, metrics: &ConnectionMetrics) -> Result<Connection, String> {
+    match dial(addr).await {
+        Ok(stream) => Ok(Connection {
+            stream,
+            _open: metrics.opened(),
+        }),
+        Err(e) => {
+            metrics.failed();
+            Err(e)
+        }
+    }
+}
+
+/// A TCP connection to `addr` (no delay, bounded by the connect timeout), not yet counted.
+pub async fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);

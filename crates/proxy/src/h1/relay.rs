@@ -41,7 +41,7 @@ impl BodyLeft {
 /// response was read to the end and it may be reused.
 pub(super) async fn relay(
     stream: &mut TcpStream,
-    mut conn: TcpStream,
+    mut conn: pool::Connection,
     addr: SocketAddr,
     bufs: &mut Buffers,
     edits: &Edits<'_>,
@@ -72,11 +72,11 @@ pub(super) async fn relay(
         bufs.up.reserve(16 * 1024);
         let read = match deadline {
             // Past the route timeout the response is cut: the client sees the connection close.
-            Some(d) => match tokio::time::timeout_at(d, conn.read_buf(&mut bufs.up)).await {
+            Some(d) => match tokio::time::timeout_at(d, conn.stream.read_buf(&mut bufs.up)).await {
                 Ok(read) => read,
                 Err(_) => return false,
             },
-            None => conn.read_buf(&mut bufs.up).await,
+            None => conn.stream.read_buf(&mut bufs.up).await,
         };
         let n = match read {
             Ok(0) if matches!(left, BodyLeft::UntilClose) => break,

@@ -178,3 +178,63 @@ fn response_framing() {
     )
     .is_err());
 }
+
+fn forward_route() -> crate::table::Route {
+    use crate::table::{Action, Forward, HeaderOps, PathMatch, Route};
+    Route {
+        name: "r".into(),
+        path: PathMatch::Prefix("/".into()),
+        case_sensitive: true,
+        headers: Vec::new(),
+        query: Vec::new(),
+        action: Action::Forward(Forward {
+            clusters: Vec::new(),
+            total_weight: 0,
+            timeout: None,
+            retry: None,
+            prefix_rewrite: None,
+            host_rewrite: None,
+            mirrors: Vec::new(),
+            hash: Vec::new(),
+        }),
+        request_ops: HeaderOps::default(),
+        response_ops: HeaderOps::default(),
+        fault: None,
+    }
+}
+
+/// The upstream request head for `raw`, sent with `source`.
+fn upstream_head(raw: &[u8], source: Option<&http::HeaderValue>) -> String {
+    let head = parsed(raw).unwrap();
+    let view = View {
+        buf: raw,
+        head: &head,
+    };
+    let route = forward_route();
+    let crate::table::Action::Forward(f) = &route.action else {
+        unreachable!()
+    };
+    let mut out = Vec::new();
+    let edits = super::encode::Edits::default();
+    super::encode::request_head(&mut out, &view, &route, f, &edits, source);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_received_source_header_is_replaced_or_removed_never_passed_on() {
+    let raw = b"GET / HTTP/1.1\r\nHost: reviews\r\nX-Graymesh-Source: forged;v9\r\nx-a: 1\r\n\r\n";
+    let own = http::HeaderValue::from_static("productpage;v1");
+    let sent = upstream_head(raw, Some(&own));
+    assert!(!sent.contains("forged"), "{sent}");
+    assert_eq!(sent.matches("x-graymesh-source").count(), 1, "{sent}");
+    assert!(
+        sent.contains("x-graymesh-source: productpage;v1\r\n"),
+        "{sent}"
+    );
+    assert!(sent.contains("x-a: 1\r\n"), "{sent}");
+    let sent = upstream_head(raw, None);
+    assert!(
+        !sent.to_ascii_lowercase().contains("x-graymesh-source"),
+        "{sent}"
+    );
+}

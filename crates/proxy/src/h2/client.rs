@@ -1,11 +1,13 @@
 //! Upstream HTTP/2 connections: one multiplexed connection per endpoint and worker thread, the
 //! `h2` crate's own handle used directly (no dispatch channel in between), kept while it lives
 //! and replaced when it closes or refuses new streams. Requests keep the `:authority` the client
-//! sent.
+//! sent. A connection is counted open (upstream connection metrics) from its handshake until its
+//! task ends.
 
 use super::body;
 use crate::http::body::Body;
 use crate::http::forward::{error_chain, Failure};
+use crate::metrics::upstream::ConnectionMetrics;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use http::{Request, Response};
@@ -33,18 +35,22 @@ thread_local! {
 /// Sends `request` (its URI carrying the client's authority) on the endpoint's connection. A
 /// cached connection found gone (closed, or refusing new streams after a GOAWAY) before the
 /// request is on it is replaced once.
-pub async fn send(addr: SocketAddr, request: Request<Body>) -> Result<Response<Body>, Failure> {
+pub async fn send(
+    addr: SocketAddr,
+    request: Request<Body>,
+    metrics: &ConnectionMetrics,
+) -> Result<Response<Body>, Failure> {
     let (parts, request_body) = request.into_parts();
     let mut sender = match cached(addr) {
         Some(u) => match ready(u.sender).await {
             Ok(sender) => sender,
             Err(_) => {
                 forget(addr);
-                Box::pin(connect(addr)).await?
+                Box::pin(connect(addr, metrics)).await?
             }
         },
         // Boxed: the handshake is rare and large, and would otherwise grow every request's future.
-        None => Box::pin(connect(addr)).await?,
+        None => Box::pin(connect(addr, metrics)).await?,
     };
     let end = hyper::body::Body::is_end_stream(&request_body);
     let (response, tx) = sender
@@ -93,17 +99,23 @@ fn forget(addr: SocketAddr) {
     CONNECTIONS.with(|c| c.borrow_mut().remove(&addr));
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
-    let stream = crate::h1::pool::connect(addr)
-        .await
-        .map_err(Failure::Connect)?;
+async fn connect(
+    addr: SocketAddr,
+    metrics: &ConnectionMetrics,
+) -> Result<SendRequest<Bytes>, Failure> {
+    let failed = |e: String| {
+        metrics.failed();
+        Failure::Connect(e)
+    };
+    let stream = crate::h1::pool::dial(addr).await.map_err(failed)?;
     let (sender, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .handshake::<_, Bytes>(stream)
         .await
-        .map_err(|e| Failure::Connect(format!("{addr}: HTTP/2 handshake: {}", error_chain(&e))))?;
+        .map_err(|e| failed(format!("{addr}: HTTP/2 handshake: {}", error_chain(&e))))?;
+    let open = metrics.opened();
     let closed = Arc::new(AtomicBool::new(false));
     let flag = closed.clone();
     tokio::spawn(async move {
@@ -111,6 +123,7 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Bytes>, Failure> {
             tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
         }
         flag.store(true, Ordering::Relaxed);
+        drop(open);
     });
     let upstream = Upstream {
         sender: sender.clone(),

@@ -6,7 +6,7 @@
 use super::body::{self, local_reply, Body};
 use super::payload::{BadBody, Payload};
 use super::ProxyCore;
-use crate::metrics::RequestLabels;
+use crate::metrics::{ProxyMetrics, RequestLabels};
 use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
 use crate::upstream::{balance, ClusterState, EndpointState, InFlight, Retrying};
@@ -179,7 +179,7 @@ async fn attempts(
             return local_reply(StatusCode::BAD_REQUEST, message, grpc, "DPE");
         }
         let (outcome, retriable) = classify(&result, retry);
-        record_outlier(spec, state, &endpoint, outcome);
+        record_outlier(&core.metrics, spec, state, &endpoint, outcome);
         let budget_ok = retry.is_some_and(|r| tried < r.num_retries)
             && payload.replayable()
             && retry_budget(spec, state, retrying.is_some());
@@ -228,7 +228,7 @@ async fn attempt(
     let _in_flight = InFlight::new(endpoint.clone());
     let call = async {
         if h2 {
-            crate::h2::client::send(addr, request).await
+            crate::h2::client::send(addr, request, &core.metrics.upstream.http2).await
         } else {
             let response = core.h1.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -412,7 +412,9 @@ pub(crate) fn classify_status(
     (outcome, retriable)
 }
 
+/// Records an attempt's outcome for outlier detection, counting the ejection it may cause.
 pub(crate) fn record_outlier(
+    metrics: &ProxyMetrics,
     spec: &ClusterSpec,
     state: &ClusterState,
     endpoint: &EndpointState,
@@ -420,7 +422,7 @@ pub(crate) fn record_outlier(
 ) {
     let Some(outlier) = &spec.outlier else { return };
     let now = now_ms();
-    endpoint.health.record(outcome, outlier, || {
+    let ejected_now = endpoint.health.record(outcome, outlier, || {
         let ejected = state
             .endpoints
             .values()
@@ -428,6 +430,9 @@ pub(crate) fn record_outlier(
             .count();
         room_to_eject(ejected, state.endpoints.len(), outlier.max_ejection_percent)
     });
+    if ejected_now {
+        metrics.upstream.ejected(&spec.name);
+    }
 }
 
 /// Whether one more request may start retrying under the cluster's `max_retries` or

@@ -90,11 +90,12 @@ pub(crate) fn mirror(
         let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
         mark_shadow(&mut request, h2);
         let client = core.h1.clone();
+        let h2_connections = core.metrics.upstream.http2.clone();
         core.metrics.mirrored.inc();
         tokio::spawn(async move {
             let send = async {
                 if h2 {
-                    let _ = crate::h2::client::send(addr, request).await;
+                    let _ = crate::h2::client::send(addr, request, &h2_connections).await;
                 } else {
                     let _ = client.request(request).await;
                 }

@@ -3,6 +3,7 @@
 //! forwarded to an endpoint of the chosen cluster, with retries and timeouts.
 
 pub mod body;
+mod connector;
 pub(crate) mod forward;
 mod mirror;
 mod payload;
@@ -12,11 +13,13 @@ pub mod weighted;
 
 pub use select::route as select_route;
 
+use crate::metrics::source::{self, OwnSource, Source};
 use crate::metrics::{ProxyMetrics, RequestLabels};
 use crate::table::{Action, Route, RouteTable};
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use body::{local_reply, Body};
+use connector::CountedConnector;
 use http::{Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -49,17 +52,36 @@ pub struct ListenerCtx {
     pub direction: Direction,
     /// This proxy's (service, version), for inbound listeners: the destination of their traffic.
     pub identity: Option<(String, String)>,
+    /// This proxy's service, for outbound (and gateway) listeners: the source of their traffic.
+    pub own_source: Option<OwnSource>,
     /// Set for TCP listeners: connections are proxied as bytes, not parsed as HTTP.
     pub tcp: Option<Arc<crate::table::TcpRoute>>,
+}
+
+impl ListenerCtx {
+    /// Who sent a request, for its labels: on an inbound listener the calling proxy, named by
+    /// the `x-graymesh-source` value `received` gives (only asked there); otherwise this proxy.
+    pub fn source<'a>(&self, received: impl FnOnce() -> Option<&'a [u8]>) -> Option<Arc<Source>> {
+        match self.direction {
+            Direction::Inbound => received().and_then(source::received),
+            Direction::Outbound => self.own_source.as_ref().map(|o| o.source.clone()),
+        }
+    }
+
+    /// The `x-graymesh-source` value forwarded requests carry: this proxy's, never a received one.
+    pub fn source_header(&self) -> Option<&http::HeaderValue> {
+        self.own_source.as_ref()?.header.as_ref()
+    }
 }
 
 /// Everything shared by all requests: the current table, upstream state, pools, metrics.
 #[derive(Debug)]
 pub struct ProxyCore {
     pub table: ArcSwap<RouteTable>,
-    pub upstreams: Upstreams,
+    /// Shared with the scrape-time count of ejected endpoints.
+    pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<ProxyMetrics>,
-    pub(crate) h1: Client<HttpConnector, Body>,
+    pub(crate) h1: Client<CountedConnector, Body>,
     /// A downstream connection with no request in progress for this long is closed (HTTP/1
     /// keep-alive between requests; HTTP/2 with no open stream, after a GOAWAY).
     pub idle_timeout: Duration,
@@ -70,12 +92,13 @@ impl ProxyCore {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = CountedConnector::new(connector, metrics.upstream.http1.clone());
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector.clone());
+            .build(connector);
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
-            upstreams: Upstreams::default(),
+            upstreams: Arc::default(),
             metrics: Arc::new(metrics),
             h1,
             idle_timeout,
@@ -98,6 +121,12 @@ impl ProxyCore {
         let grpc = body::is_grpc(req.headers());
         let table = self.table.load_full();
         let mut labels = RequestLabels::new(ctx.direction);
+        let received = || {
+            req.headers()
+                .get(source::SOURCE_HEADER)
+                .map(|v| v.as_bytes())
+        };
+        labels.set_source(ctx.source(received));
         if self.metrics.access_log {
             let (parts, body) = req.into_parts();
             let protocol = match parts.version {
@@ -145,6 +174,7 @@ impl ProxyCore {
             }
         }
         route.request_ops.apply(&mut parts.headers);
+        source::replace(&mut parts.headers, ctx.source_header());
         ensure_traceparent(&mut parts.headers);
         match &route.action {
             Action::Redirect(r) => redirect(r, &parts),

@@ -113,6 +113,21 @@ impl Upstreams {
     pub fn cluster(&self, name: &str) -> Option<Arc<ClusterState>> {
         self.clusters.load().get(name).cloned()
     }
+
+    /// For each cluster that has had an endpoint ejected (and still has that endpoint), how
+    /// many of its endpoints are ejected at `now`. Walks every endpoint: for scrapes, not
+    /// requests.
+    pub fn ejected(&self, now: u64) -> Vec<(String, usize)> {
+        let clusters = self.clusters.load();
+        clusters
+            .iter()
+            .filter(|(_, c)| c.endpoints.values().any(|e| e.health.times_ejected() > 0))
+            .map(|(name, c)| {
+                let n = c.endpoints.values().filter(|e| e.health.is_ejected(now));
+                (name.clone(), n.count())
+            })
+            .collect()
+    }
 }
 
 fn carry_over(old: Option<&ClusterState>, spec: &ClusterSpec) -> ClusterState {

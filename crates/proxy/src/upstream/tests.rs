@@ -231,3 +231,46 @@ fn a_retry_budget_scales_with_the_requests_in_flight() {
     assert_eq!(budget.retry_limit(10), 3);
     assert_eq!(budget.retry_limit(100), 20, "20 % of 100 in flight");
 }
+
+#[tokio::test(start_paused = true)]
+async fn ejected_endpoints_are_counted_at_scrape_time_until_readmitted() {
+    use crate::metrics::upstream::EjectedEndpoints;
+    let s = ClusterSpec {
+        name: "outbound|9080|v1|reviews.default.svc.cluster.local".into(),
+        ..spec(LbPolicy::RoundRobin, 2)
+    };
+    let quiet = ClusterSpec {
+        name: "outbound|9080|v2|reviews.default.svc.cluster.local".into(),
+        ..spec(LbPolicy::RoundRobin, 2)
+    };
+    let upstreams = Arc::new(Upstreams::default());
+    let clusters: ClusterStates = [&s, &quiet]
+        .into_iter()
+        .map(|c| (c.name.clone(), Arc::new(state_for(c))))
+        .collect();
+    upstreams.clusters.store(Arc::new(clusters));
+    let state = upstreams.cluster(&s.name).unwrap();
+    let outlier = s.outlier.as_ref().unwrap();
+    for _ in 0..3 {
+        state.endpoints[&s.endpoints[0].addr]
+            .health
+            .record(Outcome::LocalFailure, outlier, || true);
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(EjectedEndpoints(upstreams.clone())));
+    let scrape = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let series = "graymesh_proxy_outlier_ejected_endpoints{destination_service=\"reviews.default.svc.cluster.local\",destination_version=\"v1\"}";
+    let text = scrape();
+    assert!(text.contains(&format!("{series} 1\n")), "{text}");
+    assert!(
+        !text.contains("destination_version=\"v2\""),
+        "never ejected: no series"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let text = scrape();
+    assert!(text.contains(&format!("{series} 0\n")), "{text}");
+}

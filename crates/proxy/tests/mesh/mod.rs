@@ -122,6 +122,8 @@ pub struct Proxy {
     pub admin: SocketAddr,
     /// The catch-all outbound port (routes by Host / `:authority`, as an `http_proxy`).
     pub outbound: SocketAddr,
+    /// The inbound port (bound only for a sidecar with an app: [`Proxy::start_sidecar`]).
+    pub inbound: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), String>>,
 }
@@ -150,10 +152,39 @@ impl Proxy {
         Self::spawn(opts, server).await
     }
 
+    /// A sidecar of `service` `version` with an outbound port for `target` (`host:port`) and,
+    /// when `app` is given, an inbound port at `inbound` fronting it.
+    pub async fn start_sidecar(
+        pilots: Vec<SocketAddr>,
+        (service, version): (&str, &str),
+        target: &str,
+        app: Option<(&FakeAppHandle, SocketAddr)>,
+    ) -> Self {
+        let upstream = free_addr();
+        let mut opts = sidecar_options(&pilots, target, upstream);
+        opts.service = Some(service.into());
+        opts.service_version = Some(version.into());
+        if let Some((app, inbound)) = app {
+            opts.app = Some(app.addr());
+            opts.inbound = inbound;
+        }
+        let proxy = Self::spawn(opts, upstream).await;
+        if app.is_some() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while tokio::net::TcpStream::connect(proxy.inbound).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "inbound port not bound"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        proxy
+    }
+
     /// A proxy run with `opts`; ready once `upstream` accepts connections.
     pub async fn spawn(opts: ProxyOptions, upstream: SocketAddr) -> Self {
-        let admin = opts.admin;
-        let outbound = opts.outbound;
+        let (admin, inbound, outbound) = (opts.admin, opts.inbound, opts.outbound);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(opts, async move {
             let _ = stopped.await;
@@ -162,6 +193,7 @@ impl Proxy {
             upstream,
             admin,
             outbound,
+            inbound,
             stop: Some(stop),
             task,
         };
@@ -277,18 +309,29 @@ pub fn mesh_yaml_annotated(
     dr_extra: &str,
     vs_http: &str,
 ) -> String {
+    let endpoints: Vec<(SocketAddr, &str)> = apps.iter().map(|a| (a.addr(), a.version())).collect();
+    mesh_yaml_endpoints(&endpoints, dr_annotations, dr_extra, vs_http)
+}
+
+/// [`mesh_yaml_annotated`] with reviews' endpoints given as (loopback address, version): a
+/// sidecar's inbound port, for instance.
+pub fn mesh_yaml_endpoints(
+    endpoints: &[(SocketAddr, &str)],
+    dr_annotations: &str,
+    dr_extra: &str,
+    vs_http: &str,
+) -> String {
     let dr_meta = if dr_annotations.is_empty() {
         String::new()
     } else {
         format!(", annotations: {{{dr_annotations}}}")
     };
-    let endpoints: String = apps
+    let endpoints: String = endpoints
         .iter()
-        .map(|a| {
+        .map(|(addr, version)| {
             format!(
-                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n",
-                a.addr().port(),
-                a.version()
+                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {version}}}}}\n",
+                addr.port(),
             )
         })
         .collect();
@@ -304,4 +347,20 @@ pub fn split(v1: u32, v2: u32) -> String {
     format!(
         "  - route:\n    - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}\n    - {{destination: {{host: reviews, subset: v2}}, weight: {v2}}}\n"
     )
+}
+
+/// The sum of `name`'s samples whose labels include every `(label, value)` of `labels` (0 when
+/// none): `/metrics` text read the way a PromQL `sum(name{...})` would.
+pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| rest.rsplit_once("} "))
+        .filter(|(set, _)| {
+            labels.iter().all(|(k, v)| {
+                let pair = format!("{k}=\"{v}\"");
+                set.split(',').any(|p| p == pair)
+            })
+        })
+        .map(|(_, value)| value.trim().parse::<f64>().unwrap())
+        .sum()
 }

@@ -1,5 +1,7 @@
 //! The proxy's Prometheus metrics. A request is counted when its response ends (or is dropped),
 //! so the duration covers the whole response and gRPC statuses sent in trailers are seen.
+//! Requests carry their source (`source`) and destination service and version; upstream
+//! connections and outlier ejections are counted in `upstream`.
 
 use crate::http::body::{Body, BoxError};
 use crate::http::Direction;
@@ -22,6 +24,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestKey {
     pub direction: &'static str,
+    /// The calling service and version; empty when unknown (see `source`).
+    pub source_service: String,
+    pub source_version: String,
     pub destination_service: String,
     pub destination_version: String,
     pub response_code: u16,
@@ -42,6 +47,8 @@ pub struct TcpKey {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DurationKey {
     pub direction: &'static str,
+    pub source_service: String,
+    pub source_version: String,
     pub destination_service: String,
     pub destination_version: String,
 }
@@ -59,6 +66,7 @@ pub struct ProxyMetrics {
     /// old values.
     pub start_time: Gauge<f64, AtomicU64>,
     pub tcp_connections: Family<TcpKey, Counter>,
+    pub upstream: UpstreamMetrics,
     /// Print one JSON line per request to stdout (off by default).
     pub access_log: bool,
     /// Which metrics these are, for the per-thread handle cache (clones share it: they share the
@@ -79,6 +87,7 @@ impl Default for ProxyMetrics {
             config_version: Gauge::default(),
             start_time: start_time(),
             tcp_connections: Family::default(),
+            upstream: UpstreamMetrics::default(),
             access_log: false,
             instance: handles::next_instance(),
         }
@@ -98,12 +107,14 @@ impl ProxyMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "graymesh_proxy_requests",
-            "Requests by destination service and version, status and gRPC status",
+            "Requests by source and destination service and version, status and gRPC status \
+             (source labels are empty when the caller is unknown: a proxy without --service, \
+             or an inbound request without x-graymesh-source)",
             self.requests.clone(),
         );
         registry.register(
             "graymesh_proxy_request_duration_seconds",
-            "Request duration until the response ended",
+            "Request duration until the response ended, by source and destination",
             self.duration.clone(),
         );
         registry.register(
@@ -136,6 +147,7 @@ impl ProxyMetrics {
             "Version of the routing table in use",
             self.config_version.clone(),
         );
+        self.upstream.register(registry);
     }
 
     pub fn tcp_connection(&self, labels: &RequestLabels, result: &'static str) {
@@ -227,6 +239,7 @@ pub struct RequestLabels {
     /// Filled only when the access log is on.
     pub access: Option<Box<AccessEntry>>,
     direction: Direction,
+    source: Option<Arc<Source>>,
     pub(crate) service: String,
     pub(crate) version: String,
     code: u16,
@@ -239,6 +252,7 @@ impl RequestLabels {
         Self {
             access: None,
             direction,
+            source: None,
             service: String::new(),
             version: String::new(),
             code: 0,
@@ -247,23 +261,38 @@ impl RequestLabels {
         }
     }
 
-    /// `outbound|9080|v2|reviews.default.svc.cluster.local` ⇒ service and version (the subset).
+    /// The destination is the cluster's service and version (see [`split_cluster`]).
     pub fn set_cluster(&mut self, cluster: &str) {
-        let mut parts = cluster.splitn(4, '|');
-        let (_, _, subset, host) = (parts.next(), parts.next(), parts.next(), parts.next());
-        match host {
-            Some(h) if !h.is_empty() => {
-                self.service = h.to_string();
-                self.version = subset.unwrap_or("").to_string();
-            }
-            _ => self.service = cluster.to_string(),
-        }
+        let (service, version) = split_cluster(cluster);
+        self.set_destination(service, version);
+    }
+
+    /// Who sent the request; `None` leaves the source labels empty.
+    pub fn set_source(&mut self, source: Option<Arc<Source>>) {
+        self.source = source;
+    }
+
+    fn source_parts(&self) -> (&str, &str) {
+        self.source
+            .as_deref()
+            .map_or(("", ""), |s| (&s.service, &s.version))
     }
 
     /// For inbound traffic the destination is this proxy's own service.
     pub fn set_destination(&mut self, service: &str, version: &str) {
         self.service = service.to_string();
         self.version = version.to_string();
+    }
+}
+
+/// `outbound|9080|v2|reviews.default.svc.cluster.local` ⇒ service and version (the subset); a
+/// name not in that form is all service.
+pub fn split_cluster(cluster: &str) -> (&str, &str) {
+    let mut parts = cluster.splitn(4, '|');
+    let (_, _, subset, host) = (parts.next(), parts.next(), parts.next(), parts.next());
+    match host {
+        Some(h) if !h.is_empty() => (h, subset.unwrap_or("")),
+        _ => (cluster, ""),
     }
 }
 
@@ -292,6 +321,7 @@ impl Record {
 /// One JSON line per request on stdout, written whole so lines never interleave.
 fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std::time::Duration) {
     use std::io::Write;
+    let (source_service, source_version) = l.source_parts();
     let line = serde_json::json!({
         "start_time_unix_ms": e.start_unix_ms,
         "direction": l.direction.as_str(),
@@ -303,6 +333,8 @@ fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std:
         "grpc_status": grpc_status,
         "flags": l.flags,
         "duration_ms": took.as_secs_f64() * 1000.0,
+        "source_service": source_service,
+        "source_version": source_version,
         "destination_service": l.service,
         "destination_version": l.version,
         "downstream_peer": e.peer,
@@ -365,118 +397,11 @@ impl Drop for ObservedBody {
     }
 }
 
-/// Per-thread handles to each label set's counter and histogram: once a label set has been seen
-/// on a thread, counting a request there takes no lock and no allocation (the families are only
-/// consulted, and their keys built, the first time).
-mod handles {
-    use super::{DurationKey, ProxyMetrics, RequestKey, RequestLabels};
-    use crate::upstream::stable_hash::fnv1a_64_extend;
-    use prometheus_client::metrics::counter::Counter;
-    use prometheus_client::metrics::histogram::Histogram;
-    use std::cell::RefCell;
-    use std::sync::atomic::{AtomicU64, Ordering};
+mod handles;
+pub mod source;
+#[cfg(test)]
+mod tests;
+pub mod upstream;
 
-    /// A thread keeps at most this many label sets; past it the cache starts over (the counts
-    /// live in the families, never here).
-    const MAX_ENTRIES: usize = 4096;
-
-    static INSTANCES: AtomicU64 = AtomicU64::new(0);
-
-    pub(super) fn next_instance() -> u64 {
-        INSTANCES.fetch_add(1, Ordering::Relaxed)
-    }
-
-    struct Entry {
-        instance: u64,
-        key: RequestKey,
-        counter: Counter,
-        duration: Histogram,
-    }
-
-    impl Entry {
-        fn is(&self, instance: u64, l: &RequestLabels, grpc_status: &str) -> bool {
-            self.instance == instance
-                && self.key.response_code == l.code
-                && self.key.direction == l.direction.as_str()
-                && self.key.destination_service == l.service
-                && self.key.destination_version == l.version
-                && self.key.grpc_status == grpc_status
-                && self.key.flags == l.flags
-        }
-    }
-
-    #[derive(Default)]
-    struct Cache {
-        /// By the FNV hash of the labels: a lookup builds no key.
-        by_hash: foldhash::HashMap<u64, Vec<Entry>>,
-        len: usize,
-    }
-
-    thread_local! {
-        static CACHE: RefCell<Cache> = RefCell::default();
-    }
-
-    fn hash(instance: u64, l: &RequestLabels, grpc_status: &str) -> u64 {
-        let mut h = fnv1a_64_extend(0xcbf2_9ce4_8422_2325, &instance.to_le_bytes());
-        h = fnv1a_64_extend(h, &l.code.to_le_bytes());
-        for part in [
-            l.direction.as_str(),
-            &l.service,
-            &l.version,
-            grpc_status,
-            &l.flags,
-        ] {
-            h = fnv1a_64_extend(h, part.as_bytes());
-            h = fnv1a_64_extend(h, &[0xff]);
-        }
-        h
-    }
-
-    /// Calls `f` with the counter and histogram of the request's labels.
-    pub(super) fn with(
-        metrics: &ProxyMetrics,
-        l: &RequestLabels,
-        grpc_status: &str,
-        f: impl FnOnce(&Counter, &Histogram),
-    ) {
-        let h = hash(metrics.instance, l, grpc_status);
-        CACHE.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if let Some(e) = cache
-                .by_hash
-                .get(&h)
-                .and_then(|b| b.iter().find(|e| e.is(metrics.instance, l, grpc_status)))
-            {
-                return f(&e.counter, &e.duration);
-            }
-            let key = RequestKey {
-                direction: l.direction.as_str(),
-                destination_service: l.service.clone(),
-                destination_version: l.version.clone(),
-                response_code: l.code,
-                grpc_status: grpc_status.to_string(),
-                flags: l.flags.clone(),
-            };
-            let counter = metrics.requests.get_or_create(&key).clone();
-            let duration = metrics
-                .duration
-                .get_or_create(&DurationKey {
-                    direction: l.direction.as_str(),
-                    destination_service: l.service.clone(),
-                    destination_version: l.version.clone(),
-                })
-                .clone();
-            f(&counter, &duration);
-            if cache.len >= MAX_ENTRIES {
-                *cache = Cache::default();
-            }
-            cache.len += 1;
-            cache.by_hash.entry(h).or_default().push(Entry {
-                instance: metrics.instance,
-                key,
-                counter,
-                duration,
-            });
-        });
-    }
-}
+pub use source::Source;
+pub use upstream::UpstreamMetrics;
