@@ -212,3 +212,89 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A registered app that stops answering its health check is deregistered (callers stop being
+/// sent to it) and registered again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_failing_its_health_check_is_deregistered_until_healthy() {
+    let dir = std::env::temp_dir().join(format!("graymesh-sidecar-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (xds, pilot_http) = (free(), free());
+    let _pilot = spawn(&[
+        "pilot".into(),
+        "--config-dir".into(),
+        dir.display().to_string(),
+        "--xds-addr".into(),
+        xds.to_string(),
+        "--http-addr".into(),
+        pilot_http.to_string(),
+    ]);
+    let app = FakeApp::builder()
+        .service("reviews")
+        .version("v1")
+        .start()
+        .await
+        .unwrap();
+    let http = Http1Client::new().with_timeout(Duration::from_secs(2));
+    eventually(Duration::from_secs(20), "pilot ready", || async {
+        http.get(&format!("http://{pilot_http}/ready"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let (inbound, admin, out) = (free(), free(), free());
+    let _sidecar = spawn(
+        &[
+            "proxy",
+            "--pilot",
+            &xds.to_string(),
+            "--node-id",
+            "reviews-v1-1",
+            "--service",
+            "reviews",
+            "--service-version",
+            "v1",
+            "--app-port",
+            &app.addr().port().to_string(),
+            "--inbound-port",
+            &inbound.port().to_string(),
+            "--outbound-addr",
+            &out.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+            "--registry",
+            &format!("http://{pilot_http}"),
+            "--health-path",
+            "/healthz",
+            "--registration-ttl",
+            "1",
+            "--concurrency",
+            "1",
+        ]
+        .map(String::from),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the app to be registered",
+        || async { registered(&http, pilot_http).await == ["reviews-v1-1"] },
+    )
+    .await;
+    app.set_failing(true);
+    let failed_at = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the failing app to be deregistered",
+        || async { registered(&http, pilot_http).await.is_empty() },
+    )
+    .await;
+    // Three failed checks, one per renewal (a third of the 1 s TTL): about a second.
+    assert!(failed_at.elapsed() < Duration::from_secs(5));
+    app.set_failing(false);
+    eventually(
+        Duration::from_secs(10),
+        "the app to be registered again",
+        || async { registered(&http, pilot_http).await == ["reviews-v1-1"] },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,6 +187,19 @@ fn effective(
 ) -> Resources {
     let mut r = latest.clone();
     r.routes = applied_routes.clone();
+    // A listener switching to a route configuration that is not in use yet keeps its previous
+    // version until it is (Envoy's listener warming): it never serves "no route" in between.
+    for (name, listener) in &latest.listeners {
+        let waiting = table::listener_route_name(listener)
+            .is_some_and(|route| !applied_routes.contains_key(&route));
+        if let (true, Some(before)) = (waiting, previous.listeners.get(name)) {
+            let ready_before = table::listener_route_name(before)
+                .is_none_or(|route| applied_routes.contains_key(&route));
+            if ready_before {
+                r.listeners.insert(name.clone(), before.clone());
+            }
+        }
+    }
     let used: BTreeSet<String> = applied_routes
         .values()
         .flat_map(|rc| clusters_of(rc))
@@ -265,5 +278,50 @@ impl Handler<ClusterLoadAssignment> for ConfigStore {
             |r| r.endpoints = by_name(resources, |e| &e.cluster_name),
             Some(subscriptions),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 15006))
+    }
+
+    /// The same listener (by name) on route configuration `inbound|<app_port>`, with that route.
+    fn serving(app_port: u16) -> Resources {
+        crate::local::inbound(listen(), SocketAddr::from(([127, 0, 0, 1], app_port)))
+    }
+
+    fn route_of(r: &Resources) -> Option<String> {
+        r.listeners
+            .values()
+            .next()
+            .and_then(|l| table::listener_route_name(l))
+    }
+
+    #[test]
+    fn a_listener_keeps_its_route_until_the_new_one_is_in_use() {
+        let before = serving(1000);
+        let mut latest = serving(2000);
+        latest.routes.clear(); // the new route configuration has not arrived
+        let none = LocalResources::default();
+        let applied = before.routes.clone();
+        let r = effective(&latest, &applied, &before, &none);
+        assert_eq!(route_of(&r).as_deref(), Some("inbound|1000"), "kept");
+
+        let applied = serving(2000).routes;
+        let r = effective(&latest, &applied, &before, &none);
+        assert_eq!(route_of(&r).as_deref(), Some("inbound|2000"), "switched");
+    }
+
+    #[test]
+    fn a_new_listener_is_used_at_once() {
+        let latest = serving(2000);
+        let none = LocalResources::default();
+        let r = effective(&latest, &BTreeMap::new(), &Resources::default(), &none);
+        assert_eq!(route_of(&r).as_deref(), Some("inbound|2000"));
     }
 }

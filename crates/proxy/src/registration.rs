@@ -1,7 +1,8 @@
 //! A sidecar registers its local app in pilot's registry (the admin API's
 //! `/v1/registry/instances`) once the app answers its health check, renews the registration
-//! every third of its TTL, registers again if pilot forgot it (restart, expiry), and deregisters
-//! when the proxy shuts down. Given several pilots (`registry_url` a comma-separated list), it
+//! every third of its TTL while the app keeps answering it, registers again if pilot forgot it
+//! (restart, expiry), deregisters an app that failed [`UNHEALTHY_AFTER`] checks in a row (and
+//! registers it again once healthy), and deregisters when the proxy shuts down. Given several pilots (`registry_url` a comma-separated list), it
 //! sticks to the one that answered last and moves on to the next when that one is unreachable or
 //! answers 5xx; pilots sharing an etcd registry accept each other's ids.
 
@@ -14,6 +15,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Consecutive failed health checks (one per renewal) after which a registered app is
+/// deregistered, so callers stop being sent to an instance whose app is down.
+pub const UNHEALTHY_AFTER: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct RegistrationSpec {
@@ -47,10 +52,27 @@ impl Registrar {
     /// Keep the instance registered until `shutdown` turns true, then deregister.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut id: Option<String> = None;
+        let mut failed_checks = 0u32;
         loop {
             id = match id.take() {
-                Some(current) if self.heartbeat(&current).await => Some(current),
-                _ => self.register_when_healthy().await,
+                Some(current) => {
+                    if self.app_healthy().await {
+                        failed_checks = 0;
+                    } else {
+                        failed_checks += 1;
+                    }
+                    if failed_checks >= UNHEALTHY_AFTER {
+                        tracing::warn!(app = %self.spec.app, checks = failed_checks, "the app failed its health checks: deregistering it until it is healthy again");
+                        failed_checks = 0;
+                        self.deregister(&current).await;
+                        None
+                    } else if self.heartbeat(&current).await {
+                        Some(current)
+                    } else {
+                        self.register_when_healthy().await
+                    }
+                }
+                None => self.register_when_healthy().await,
             };
             // Renew at a third of the TTL; until registered, try again soon.
             let wait = if id.is_some() {
@@ -64,20 +86,18 @@ impl Registrar {
             }
         }
         if let Some(id) = id {
-            match self
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/registry/instances/{id}"),
-                    None,
-                )
-                .await
-            {
-                Ok((status, _)) if status.is_success() => {
-                    tracing::info!(%id, "deregistered from pilot")
-                }
-                Ok((status, body)) => tracing::warn!(%id, %status, %body, "deregistration refused"),
-                Err(e) => tracing::warn!(%id, error = %e, "deregistration failed"),
+            self.deregister(&id).await;
+        }
+    }
+
+    async fn deregister(&self, id: &str) {
+        let path = format!("/v1/registry/instances/{id}");
+        match self.call(Method::DELETE, &path, None).await {
+            Ok((status, _)) if status.is_success() => {
+                tracing::info!(%id, "deregistered from pilot")
             }
+            Ok((status, body)) => tracing::warn!(%id, %status, %body, "deregistration refused"),
+            Err(e) => tracing::warn!(%id, error = %e, "deregistration failed"),
         }
     }
 

@@ -316,3 +316,52 @@ async fn a_route_timeout_cuts_a_response_body_that_is_too_slow() {
     }
     proxy.stop().await;
 }
+
+/// The cluster's connect timeout (`connectionPool.tcp.connectTimeout`) bounds a connection
+/// attempt to an endpoint that never answers (its accept queue full: SYNs are dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_connect_timeout_bounds_a_connection_attempt() {
+    let blackhole = tokio::net::TcpSocket::new_v4().unwrap();
+    blackhole.bind(free_addr()).unwrap();
+    let blackhole = blackhole.listen(1).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    // Fill the accept queue; nothing is ever accepted.
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{host}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{version: v1}}}}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  trafficPolicy: {{connectionPool: {{tcp: {{connectTimeout: 300ms}}}}}}\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n---\n\
+apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n{ONE_ROUTE_NO_RETRIES}",
+        host = mesh::HOST,
+        port = addr.port()
+    );
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    for (name, h2) in [("http1", false), ("http2", true)] {
+        let started = Instant::now();
+        let reply = if h2 {
+            Http2Client::new().get(&proxy.url("/"), &[]).await
+        } else {
+            Http1Client::new().get(&proxy.url("/"), &[]).await
+        }
+        .unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply.status, 503, "{name}: {}", reply.text());
+        assert_eq!(reply.headers.get("x-graymesh-local-reply").unwrap(), "UF");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_millis(2000),
+            "{name}: gave up after the 300 ms connect timeout, not 5 s: {took:?}"
+        );
+    }
+    drop(fillers);
+    proxy.stop().await;
+}

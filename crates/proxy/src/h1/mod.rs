@@ -490,7 +490,8 @@ async fn attempts(
         let in_flight = InFlight::new(endpoint.clone());
         let result = {
             let connections = &core.metrics.upstream.http1;
-            let exchange = exchange(addr, connections, request, t.head_request, &mut up);
+            let dial = (t.spec.connect_timeout, connections);
+            let exchange = exchange(addr, dial, request, t.head_request, &mut up);
             match t.retry.and_then(|r| r.per_try_timeout) {
                 Some(limit) => tokio::time::timeout(limit, exchange)
                     .await
@@ -544,7 +545,7 @@ enum SendError {
 /// One attempt on one endpoint: a pooled connection (or, when those turn out closed, a new one).
 async fn exchange(
     addr: SocketAddr,
-    connections: &ConnectionMetrics,
+    (connect_timeout, connections): (Duration, &ConnectionMetrics),
     request: &[u8],
     head_request: bool,
     up: &mut Upstream<'_>,
@@ -553,7 +554,7 @@ async fn exchange(
         let (mut conn, reused) = match pool::checkout(addr) {
             Some(conn) => (conn, true),
             None => {
-                let conn = pool::connect(addr, connections).await;
+                let conn = pool::connect(addr, connect_timeout, connections).await;
                 (conn.map_err(Failure::Connect)?, false)
             }
         };

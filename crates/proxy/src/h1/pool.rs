@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 const MAX_IDLE: usize = 64;
 /// Connections idle longer are closed rather than reused (upstreams often close after 60 s).
 const IDLE_FOR: Duration = Duration::from_secs(50);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An upstream HTTP/1 connection, counted open while it lives.
 pub struct Connection {
@@ -77,8 +76,12 @@ pub fn checkin(addr: SocketAddr, conn: Connection) {
 }
 
 /// A new connection to `addr`, counted in `metrics` (a failure too).
-pub async fn connect(addr: SocketAddr, metrics: &ConnectionMetrics) -> Result<Connection, String> {
-    match dial(addr).await {
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    metrics: &ConnectionMetrics,
+) -> Result<Connection, String> {
+    match dial(addr, timeout).await {
         Ok(stream) => Ok(Connection {
             stream,
             _open: metrics.opened(),
@@ -90,9 +93,10 @@ pub async fn connect(addr: SocketAddr, metrics: &ConnectionMetrics) -> Result<Co
     }
 }
 
-/// A TCP connection to `addr` (no delay, bounded by the connect timeout), not yet counted.
-pub async fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+/// A TCP connection to `addr` (no delay, bounded by the cluster's connect timeout), not yet
+/// counted.
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(stream)

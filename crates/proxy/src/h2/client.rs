@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Receive windows towards upstreams (hyper's client defaults, which the proxy used before).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -38,7 +39,7 @@ thread_local! {
 pub async fn send(
     addr: SocketAddr,
     request: Request<Body>,
-    metrics: &ConnectionMetrics,
+    (connect_timeout, metrics): (Duration, &ConnectionMetrics),
 ) -> Result<Response<Body>, Failure> {
     let (parts, request_body) = request.into_parts();
     let mut sender = match cached(addr) {
@@ -46,11 +47,11 @@ pub async fn send(
             Ok(sender) => sender,
             Err(_) => {
                 forget(addr);
-                Box::pin(connect(addr, metrics)).await?
+                Box::pin(connect(addr, connect_timeout, metrics)).await?
             }
         },
         // Boxed: the handshake is rare and large, and would otherwise grow every request's future.
-        None => Box::pin(connect(addr, metrics)).await?,
+        None => Box::pin(connect(addr, connect_timeout, metrics)).await?,
     };
     let end = hyper::body::Body::is_end_stream(&request_body);
     let (response, tx) = sender
@@ -101,13 +102,16 @@ fn forget(addr: SocketAddr) {
 
 async fn connect(
     addr: SocketAddr,
+    connect_timeout: Duration,
     metrics: &ConnectionMetrics,
 ) -> Result<SendRequest<Bytes>, Failure> {
     let failed = |e: String| {
         metrics.failed();
         Failure::Connect(e)
     };
-    let stream = crate::h1::pool::dial(addr).await.map_err(failed)?;
+    let stream = crate::h1::pool::dial(addr, connect_timeout)
+        .await
+        .map_err(failed)?;
     let (sender, connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)

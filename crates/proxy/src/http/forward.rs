@@ -169,7 +169,7 @@ async fn attempts(
             parts,
             payload.take(),
             addr,
-            h2,
+            spec,
             retry.and_then(|r| r.per_try_timeout),
         )
         .await;
@@ -221,14 +221,16 @@ async fn attempt(
     parts: &Parts,
     body: Body,
     addr: SocketAddr,
-    h2: bool,
+    spec: &ClusterSpec,
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failure> {
+    let h2 = speaks_h2(spec, parts);
     let request = upstream_request(parts, body, addr, h2);
     let _in_flight = InFlight::new(endpoint.clone());
     let call = async {
         if h2 {
-            crate::h2::client::send(addr, request, &core.metrics.upstream.http2).await
+            let dial = (spec.connect_timeout, &core.metrics.upstream.http2);
+            crate::h2::client::send(addr, request, dial).await
         } else {
             let response = core.h1.request(request).await.map_err(|e| {
                 if e.is_connect() {

@@ -91,11 +91,13 @@ pub(crate) fn mirror(
         mark_shadow(&mut request, h2);
         let client = core.h1.clone();
         let h2_connections = core.metrics.upstream.http2.clone();
+        let connect_timeout = spec.connect_timeout;
         core.metrics.mirrored.inc();
         tokio::spawn(async move {
             let send = async {
                 if h2 {
-                    let _ = crate::h2::client::send(addr, request, &h2_connections).await;
+                    let dial = (connect_timeout, &h2_connections);
+                    let _ = crate::h2::client::send(addr, request, dial).await;
                 } else {
                     let _ = client.request(request).await;
                 }

@@ -124,6 +124,11 @@ pub fn route_names(listeners: &BTreeMap<String, Arc<Listener>>) -> BTreeSet<Stri
         .collect()
 }
 
+/// The route configuration a listener's HTTP connection manager asks for over RDS, if any.
+pub fn listener_route_name(listener: &Listener) -> Option<String> {
+    hcm_of(listener).ok().flatten().and_then(|h| rds_name(&h))
+}
+
 /// EDS service names the clusters refer to (what to subscribe to over EDS).
 pub fn eds_names(clusters: &BTreeMap<String, Arc<Cluster>>) -> BTreeSet<String> {
     clusters
