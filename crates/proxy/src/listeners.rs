@@ -7,6 +7,7 @@
 
 use crate::http::{Direction, ListenerCtx, ProxyCore};
 use crate::metrics::source::OwnSource;
+use crate::metrics::Destination;
 use crate::table::ListenerSpec;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -146,7 +147,7 @@ impl Listeners {
                 Direction::Outbound
             },
             identity: inbound
-                .then(|| (self.identity.service.clone(), self.identity.version.clone())),
+                .then(|| Destination::new(&self.identity.service, &self.identity.version)),
             own_source: if inbound {
                 None
             } else {

@@ -20,7 +20,7 @@ pub async fn serve(
 ) {
     let cluster = pick_cluster(&route);
     let mut labels = RequestLabels::new(crate::http::Direction::Outbound);
-    labels.set_cluster(cluster);
+    labels.set_destination(&crate::metrics::Destination::of_cluster(cluster));
     let table = core.table.load_full();
     let (Some(spec), Some(state)) = (table.cluster(cluster), core.upstreams.cluster(cluster))
     else {

@@ -40,13 +40,13 @@ fn parses_what_the_proxy_encodes() {
     });
     for (i, code) in [200, 200, 200, 503, 500].into_iter().enumerate() {
         let mut labels = RequestLabels::new(Direction::Outbound);
-        labels.set_cluster(&cluster);
+        labels.set_destination(&graymesh_proxy::metrics::Destination::of_cluster(&cluster));
         labels.set_source((i % 2 == 0).then(|| productpage.clone()));
         metrics.count(labels, code, "", Instant::now());
     }
     // The destination's sidecar counts the same requests inbound: not counted again.
     let mut inbound = RequestLabels::new(Direction::Inbound);
-    inbound.set_destination("reviews", "v2");
+    inbound.set_destination(&graymesh_proxy::metrics::Destination::new("reviews", "v2"));
     metrics.count(inbound, 200, "", Instant::now());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

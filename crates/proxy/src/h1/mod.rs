@@ -344,8 +344,8 @@ async fn handle(
             )
         }
     };
-    if let (Some((service, version)), Direction::Inbound) = (&ctx.identity, ctx.direction) {
-        labels.set_destination(service, version);
+    if let (Some(own), Direction::Inbound) = (&ctx.identity, ctx.direction) {
+        labels.set_destination(own);
     }
     core.metrics.count(labels, status, flag, start);
     if keep {
@@ -399,7 +399,7 @@ async fn forward<'t>(
 ) -> Reply<'t> {
     let hash = select::hash_key(&f.hash, &req.view, req.peer);
     let wc = weighted::pick(f, hash);
-    labels.set_cluster(&wc.name);
+    labels.set_destination(&wc.destination);
     let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
     else {
         let message = format!("cluster {:?} not received yet", wc.name);

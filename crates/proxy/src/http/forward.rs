@@ -34,7 +34,7 @@ pub async fn forward(
     // The key is read before the cluster's header operations, which could otherwise change it.
     let hash = super::select::hash_key(&f.hash, &parts, peer);
     let wc = super::weighted::pick(f, hash);
-    labels.set_cluster(&wc.name);
+    labels.set_destination(&wc.destination);
     wc.request_ops.apply(&mut parts.headers);
     let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))
     else {

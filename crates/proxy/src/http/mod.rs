@@ -51,7 +51,7 @@ pub struct ListenerCtx {
     pub route_config: String,
     pub direction: Direction,
     /// This proxy's (service, version), for inbound listeners: the destination of their traffic.
-    pub identity: Option<(String, String)>,
+    pub identity: Option<Arc<crate::metrics::Destination>>,
     /// This proxy's service, for outbound (and gateway) listeners: the source of their traffic.
     pub own_source: Option<OwnSource>,
     /// Set for TCP listeners: connections are proxied as bytes, not parsed as HTTP.
@@ -182,8 +182,8 @@ impl ProxyCore {
                 rewrite(route, f, &mut parts);
                 let mut response =
                     forward::forward(self, table, f, parts, body, peer, grpc, labels).await;
-                if let Some((service, version)) = &ctx.identity {
-                    labels.set_destination(service, version);
+                if let Some(own) = &ctx.identity {
+                    labels.set_destination(own);
                 }
                 route.response_ops.apply(response.headers_mut());
                 response

@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A thread keeps at most this many label sets; past it the cache starts over (the counts
 /// live in the families, never here).
@@ -34,8 +35,8 @@ impl Entry {
             && self.key.direction == l.direction.as_str()
             && self.key.source_service == source_service
             && self.key.source_version == source_version
-            && self.key.destination_service == l.service
-            && self.key.destination_version == l.version
+            && self.key.destination_service == l.destination_parts().0
+            && self.key.destination_version == l.destination_parts().1
             && self.key.grpc_status == grpc_status
             && self.key.flags == l.flags
     }
@@ -52,19 +53,21 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::default();
 }
 
+/// The source and destination are hashed by identity (the address of their shared, immutable
+/// labels), not by content: no string is walked per request. Entries still compare contents,
+/// so a reused address only costs a miss, never a wrong counter.
 fn hash(instance: u64, l: &RequestLabels, grpc_status: &str) -> u64 {
+    let identity = |p: Option<*const u8>| p.map_or(0, |p| p as usize as u64);
     let mut h = fnv1a_64_extend(0xcbf2_9ce4_8422_2325, &instance.to_le_bytes());
-    h = fnv1a_64_extend(h, &l.code.to_le_bytes());
-    let (source_service, source_version) = l.source_parts();
-    for part in [
-        l.direction.as_str(),
-        source_service,
-        source_version,
-        &l.service,
-        &l.version,
-        grpc_status,
-        &l.flags,
+    for n in [
+        u64::from(l.code),
+        l.direction as u64,
+        identity(l.source.as_ref().map(|s| Arc::as_ptr(s).cast())),
+        identity(l.destination.as_ref().map(|d| Arc::as_ptr(d).cast())),
     ] {
+        h = fnv1a_64_extend(h, &n.to_le_bytes());
+    }
+    for part in [grpc_status, &l.flags] {
         h = fnv1a_64_extend(h, part.as_bytes());
         h = fnv1a_64_extend(h, &[0xff]);
     }
@@ -93,8 +96,8 @@ pub(super) fn with(
             direction: l.direction.as_str(),
             source_service: source_service.to_string(),
             source_version: source_version.to_string(),
-            destination_service: l.service.clone(),
-            destination_version: l.version.clone(),
+            destination_service: l.destination_parts().0.to_string(),
+            destination_version: l.destination_parts().1.to_string(),
             response_code: l.code,
             grpc_status: grpc_status.to_string(),
             flags: l.flags.clone(),
@@ -106,8 +109,8 @@ pub(super) fn with(
                 direction: l.direction.as_str(),
                 source_service: source_service.to_string(),
                 source_version: source_version.to_string(),
-                destination_service: l.service.clone(),
-                destination_version: l.version.clone(),
+                destination_service: l.destination_parts().0.to_string(),
+                destination_version: l.destination_parts().1.to_string(),
             })
             .clone();
         f(&counter, &duration);

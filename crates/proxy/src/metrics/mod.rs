@@ -152,8 +152,8 @@ impl ProxyMetrics {
 
     pub fn tcp_connection(&self, labels: &RequestLabels, result: &'static str) {
         let key = TcpKey {
-            destination_service: labels.service.clone(),
-            destination_version: labels.version.clone(),
+            destination_service: labels.destination_parts().0.to_string(),
+            destination_version: labels.destination_parts().1.to_string(),
             result,
         };
         self.tcp_connections.get_or_create(&key).inc();
@@ -240,8 +240,7 @@ pub struct RequestLabels {
     pub access: Option<Box<AccessEntry>>,
     direction: Direction,
     source: Option<Arc<Source>>,
-    pub(crate) service: String,
-    pub(crate) version: String,
+    destination: Option<Arc<Destination>>,
     code: u16,
     grpc_status: Option<String>,
     flags: String,
@@ -253,18 +252,11 @@ impl RequestLabels {
             access: None,
             direction,
             source: None,
-            service: String::new(),
-            version: String::new(),
+            destination: None,
             code: 0,
             grpc_status: None,
             flags: String::new(),
         }
-    }
-
-    /// The destination is the cluster's service and version (see [`split_cluster`]).
-    pub fn set_cluster(&mut self, cluster: &str) {
-        let (service, version) = split_cluster(cluster);
-        self.set_destination(service, version);
     }
 
     /// Who sent the request; `None` leaves the source labels empty.
@@ -278,10 +270,40 @@ impl RequestLabels {
             .map_or(("", ""), |s| (&s.service, &s.version))
     }
 
-    /// For inbound traffic the destination is this proxy's own service.
-    pub fn set_destination(&mut self, service: &str, version: &str) {
-        self.service = service.to_string();
-        self.version = version.to_string();
+    /// Where the request went: the chosen cluster's [`Destination`] (outbound), or this proxy's
+    /// own service (inbound). A reference count, not a copy.
+    pub fn set_destination(&mut self, destination: &Arc<Destination>) {
+        self.destination = Some(destination.clone());
+    }
+
+    pub(crate) fn destination_parts(&self) -> (&str, &str) {
+        self.destination
+            .as_deref()
+            .map_or(("", ""), |d| (&d.service, &d.version))
+    }
+}
+
+/// The destination labels of requests to one cluster (or to this proxy's own service, for
+/// inbound traffic), made once when the table is compiled or the listener is set up and shared
+/// by every request that goes there: no string is split or copied per request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub service: String,
+    pub version: String,
+}
+
+impl Destination {
+    pub fn new(service: &str, version: &str) -> Arc<Self> {
+        Arc::new(Self {
+            service: service.to_string(),
+            version: version.to_string(),
+        })
+    }
+
+    /// A cluster's destination: its service and version, as [`split_cluster`] reads its name.
+    pub fn of_cluster(cluster: &str) -> Arc<Self> {
+        let (service, version) = split_cluster(cluster);
+        Self::new(service, version)
     }
 }
 
@@ -335,8 +357,8 @@ fn access_line(e: &AccessEntry, l: &RequestLabels, grpc_status: &str, took: std:
         "duration_ms": took.as_secs_f64() * 1000.0,
         "source_service": source_service,
         "source_version": source_version,
-        "destination_service": l.service,
-        "destination_version": l.version,
+        "destination_service": l.destination_parts().0,
+        "destination_version": l.destination_parts().1,
         "downstream_peer": e.peer,
     });
     let _ = writeln!(std::io::stdout().lock(), "{line}");

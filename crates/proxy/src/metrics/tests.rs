@@ -102,7 +102,9 @@ async fn requests_are_counted_by_source_and_destination() {
     for source in [Some(own.source.clone()), None, Some(own.source)] {
         let mut labels = RequestLabels::new(Direction::Outbound);
         labels.set_source(source);
-        labels.set_cluster("outbound|9080|v2|reviews.default.svc.cluster.local");
+        labels.set_destination(&Destination::of_cluster(
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+        ));
         metrics.count(labels, 200, "", Instant::now());
     }
     let text = scrape(&metrics);

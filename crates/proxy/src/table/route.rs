@@ -3,6 +3,7 @@
 
 use super::hash::HashKey;
 use super::matcher::{HeaderMatch, PathMatch, QueryMatch};
+use crate::metrics::Destination;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValueOption,
 };
@@ -10,6 +11,7 @@ use envoy_types::pb::envoy::config::route::v3 as rt;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use http::{HeaderName, HeaderValue};
 use prost::Message;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -100,6 +102,8 @@ pub struct Forward {
 #[derive(Debug)]
 pub struct WeightedCluster {
     pub name: String,
+    /// Its requests' destination labels, made once here rather than per request.
+    pub destination: Arc<Destination>,
     pub weight: u64,
     pub request_ops: HeaderOps,
     pub response_ops: HeaderOps,
@@ -273,6 +277,7 @@ fn forward(a: &rt::RouteAction) -> Result<Forward, String> {
     let clusters = match &a.cluster_specifier {
         Some(C::Cluster(name)) => vec![WeightedCluster {
             name: name.clone(),
+            destination: Destination::of_cluster(name),
             weight: 1,
             request_ops: HeaderOps::default(),
             response_ops: HeaderOps::default(),
@@ -284,6 +289,7 @@ fn forward(a: &rt::RouteAction) -> Result<Forward, String> {
             .map(|c| {
                 Ok(WeightedCluster {
                     name: c.name.clone(),
+                    destination: Destination::of_cluster(&c.name),
                     weight: u64::from(c.weight.as_ref().map(|w| w.value).unwrap_or(0)),
                     request_ops: HeaderOps::compile(
                         &c.request_headers_to_add,

@@ -9,6 +9,7 @@ use crate::upstream::stable_hash::{fnv1a_64, mix64};
 fn cluster(name: &str, weight: u64) -> WeightedCluster {
     WeightedCluster {
         name: name.to_string(),
+        destination: crate::metrics::Destination::of_cluster(name),
         weight,
         request_ops: HeaderOps::default(),
         response_ops: HeaderOps::default(),
