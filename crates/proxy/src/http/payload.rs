@@ -121,6 +121,8 @@ impl Payload {
 
     pub(crate) fn take(&mut self) -> Body {
         match self {
+            // An empty body needs no allocation (`empty()` boxes a zero-sized body).
+            Payload::Buffered(b) if b.is_empty() => body::empty(),
             Payload::Buffered(b) => body::full(b.clone()),
             Payload::Stream { body, .. } => body.take().unwrap_or_else(body::empty),
             Payload::Recorded { body, copy } => body.take().unwrap_or_else(|| {
