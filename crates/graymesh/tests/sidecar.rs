@@ -51,6 +51,30 @@ async fn registered(client: &Http1Client, pilot_http: SocketAddr) -> Vec<String>
         .unwrap_or_default()
 }
 
+/// `graymesh pilot` on `dir`, with its xDS and HTTP addresses.
+fn start_pilot(dir: &std::path::Path) -> (Process, SocketAddr, SocketAddr) {
+    let (xds, http) = (free(), free());
+    let pilot = spawn(&[
+        "pilot".into(),
+        "--config-dir".into(),
+        dir.display().to_string(),
+        "--xds-addr".into(),
+        xds.to_string(),
+        "--http-addr".into(),
+        http.to_string(),
+    ]);
+    (pilot, xds, http)
+}
+
+async fn wait_ready(http: &Http1Client, pilot_http: SocketAddr) {
+    eventually(Duration::from_secs(20), "pilot ready", || async {
+        http.get(&format!("http://{pilot_http}/ready"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("graymesh-sidecar-{}", std::process::id()));
@@ -60,16 +84,7 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v2, labels: {version: v2}}]\n",
     )
     .unwrap();
-    let (xds, pilot_http) = (free(), free());
-    let _pilot = spawn(&[
-        "pilot".into(),
-        "--config-dir".into(),
-        dir.display().to_string(),
-        "--xds-addr".into(),
-        xds.to_string(),
-        "--http-addr".into(),
-        pilot_http.to_string(),
-    ]);
+    let (_pilot, xds, pilot_http) = start_pilot(&dir);
     let app = FakeApp::builder()
         .service("reviews")
         .version("v2")
@@ -77,12 +92,7 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
         .await
         .unwrap();
     let http = Http1Client::new().with_timeout(Duration::from_secs(2));
-    eventually(Duration::from_secs(20), "pilot ready", || async {
-        http.get(&format!("http://{pilot_http}/ready"), &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
+    wait_ready(&http, pilot_http).await;
 
     let (inbound, sidecar_admin, sidecar_out) = (free(), free(), free());
     let mut sidecar = spawn(
@@ -219,16 +229,7 @@ async fn a_sidecar_registers_its_app_serves_it_and_leaves_on_sigterm() {
 async fn an_app_failing_its_health_check_is_deregistered_until_healthy() {
     let dir = std::env::temp_dir().join(format!("graymesh-sidecar-health-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (xds, pilot_http) = (free(), free());
-    let _pilot = spawn(&[
-        "pilot".into(),
-        "--config-dir".into(),
-        dir.display().to_string(),
-        "--xds-addr".into(),
-        xds.to_string(),
-        "--http-addr".into(),
-        pilot_http.to_string(),
-    ]);
+    let (_pilot, xds, pilot_http) = start_pilot(&dir);
     let app = FakeApp::builder()
         .service("reviews")
         .version("v1")
@@ -236,12 +237,7 @@ async fn an_app_failing_its_health_check_is_deregistered_until_healthy() {
         .await
         .unwrap();
     let http = Http1Client::new().with_timeout(Duration::from_secs(2));
-    eventually(Duration::from_secs(20), "pilot ready", || async {
-        http.get(&format!("http://{pilot_http}/ready"), &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
+    wait_ready(&http, pilot_http).await;
     let (inbound, admin, out) = (free(), free(), free());
     let _sidecar = spawn(
         &[

@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 const ONE_ROUTE_NO_RETRIES: &str =
     "  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 0}\n";
 
+/// GET `url` over HTTP/2 (prior knowledge) or HTTP/1.1.
+async fn get(h2: bool, url: &str) -> Result<graymesh_testkit::Reply, String> {
+    let reply = if h2 {
+        Http2Client::new().get(url, &[]).await
+    } else {
+        Http1Client::new().get(url, &[]).await
+    };
+    reply.map_err(|e| format!("{e:#}"))
+}
+
 /// Send raw bytes, return everything the proxy answers until it closes (or 5 s pass).
 fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -35,12 +45,7 @@ async fn a_per_try_timeout_moves_a_request_to_another_endpoint() {
     for (name, h2) in [("http1", false), ("http2", true)] {
         for _ in 0..10 {
             let started = Instant::now();
-            let reply = if h2 {
-                Http2Client::new().get(&proxy.url("/"), &[]).await
-            } else {
-                Http1Client::new().get(&proxy.url("/"), &[]).await
-            }
-            .unwrap();
+            let reply = get(h2, &proxy.url("/")).await.unwrap();
             assert_eq!(reply.status, 200, "{name}: {}", reply.text());
             assert!(
                 started.elapsed() < Duration::from_millis(1500),
@@ -297,11 +302,7 @@ async fn a_route_timeout_cuts_a_response_body_that_is_too_slow() {
     assert_eq!(quick.text(), "first\nlast\n");
     for (name, h2) in [("http1", false), ("http2", true)] {
         let started = Instant::now();
-        let reply = if h2 {
-            Http2Client::new().get(&proxy.url("/drip/3000"), &[]).await
-        } else {
-            Http1Client::new().get(&proxy.url("/drip/3000"), &[]).await
-        };
+        let reply = get(h2, &proxy.url("/drip/3000")).await;
         let took = started.elapsed();
         assert!(
             took < Duration::from_millis(2000),
@@ -348,12 +349,7 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: revi
     let proxy = Proxy::start(vec![pilot.addr]).await;
     for (name, h2) in [("http1", false), ("http2", true)] {
         let started = Instant::now();
-        let reply = if h2 {
-            Http2Client::new().get(&proxy.url("/"), &[]).await
-        } else {
-            Http1Client::new().get(&proxy.url("/"), &[]).await
-        }
-        .unwrap();
+        let reply = get(h2, &proxy.url("/")).await.unwrap();
         let took = started.elapsed();
         assert_eq!(reply.status, 503, "{name}: {}", reply.text());
         assert_eq!(reply.headers.get("x-graymesh-local-reply").unwrap(), "UF");
