@@ -512,7 +512,9 @@ async fn attempts(
             previous.push(addr);
             core.metrics.retries.inc();
             retrying.get_or_insert_with(|| Retrying::new(&t.state.counters));
-            forward::backoff(tried).await;
+            if let Some(r) = t.retry {
+                forward::backoff(r, tried).await;
+            }
             continue;
         }
         let held = Held {

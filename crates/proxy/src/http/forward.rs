@@ -14,7 +14,6 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 
-use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -188,7 +187,9 @@ async fn attempts(
             previous.push(addr);
             core.metrics.retries.inc();
             retrying.get_or_insert_with(|| Retrying::new(&state.counters));
-            Box::pin(backoff(tried)).await;
+            if let Some(r) = retry {
+                Box::pin(backoff(r, tried)).await;
+            }
             continue;
         }
         return match result {
@@ -410,6 +411,7 @@ pub(crate) fn classify_status(
     let retriable = (code >= 500 && r.on_5xx)
         || (gateway && r.on_gateway_error)
         || (r.on_retriable_codes && r.retriable_codes.contains(&code))
+        || (r.on_conflict && code == 409)
         || grpc_status.is_some_and(|g| r.grpc_codes.contains(&g));
     (outcome, retriable)
 }
@@ -449,11 +451,9 @@ pub(crate) fn retry_budget(spec: &ClusterSpec, state: &ClusterState, holding: bo
     others < spec.thresholds.retry_limit(active)
 }
 
-/// 25 ms × 2^(n-1), capped at 250 ms, with full jitter (Envoy's default retry back-off).
-pub(crate) async fn backoff(n: u32) {
-    let cap = 25u64.saturating_mul(1 << (n - 1).min(4)).min(250);
-    let ms = rand::rng().random_range(0..=cap);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+/// The route's back-off before try `n + 1` (Envoy's: base × 2^(n-1), capped, full jitter).
+pub(crate) async fn backoff(retry: &RetrySpec, n: u32) {
+    tokio::time::sleep(retry.back_off(n)).await;
 }
 
 /// A request counted against the cluster's circuit breaker while it lives. HTTP/1 requests are

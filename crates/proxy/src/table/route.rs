@@ -128,6 +128,23 @@ pub struct RetrySpec {
     pub retriable_codes: Vec<u16>,
     /// gRPC status codes that are retried (cancelled, deadline-exceeded, resource-exhausted, unavailable).
     pub grpc_codes: Vec<u32>,
+    /// `retriable-4xx`: a 409 is retried.
+    pub on_conflict: bool,
+    /// The back-off between tries: `retry_back_off`'s base and maximum interval (Envoy's
+    /// defaults: 25 ms, and ten times the base).
+    pub back_off_base: Duration,
+    pub back_off_max: Duration,
+}
+
+impl RetrySpec {
+    /// How long to wait before try `n + 1` (`n` ≥ 1): full jitter over base × 2^(n-1), capped.
+    pub fn back_off(&self, n: u32) -> Duration {
+        let ceiling = self
+            .back_off_base
+            .saturating_mul(1 << (n.max(1) - 1).min(16))
+            .min(self.back_off_max);
+        ceiling.mul_f64(rand::random::<f64>())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +386,22 @@ fn retry(p: &rt::RetryPolicy) -> RetrySpec {
             .collect(),
         ..Default::default()
     };
+    let base = p
+        .retry_back_off
+        .as_ref()
+        .and_then(|b| b.base_interval.as_ref())
+        .map(duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_millis(25));
+    spec.back_off_base = base;
+    spec.back_off_max = p
+        .retry_back_off
+        .as_ref()
+        .and_then(|b| b.max_interval.as_ref())
+        .map(duration)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(base * 10)
+        .max(base);
     for cond in p.retry_on.split(',').map(str::trim) {
         match cond {
             "5xx" => spec.on_5xx = true,
@@ -380,7 +413,9 @@ fn retry(p: &rt::RetryPolicy) -> RetrySpec {
             "deadline-exceeded" => spec.grpc_codes.push(4),
             "resource-exhausted" => spec.grpc_codes.push(8),
             "unavailable" => spec.grpc_codes.push(14),
-            _ => {}
+            "retriable-4xx" => spec.on_conflict = true,
+            "" => {}
+            other => tracing::debug!(condition = other, "retry condition not supported; ignored"),
         }
     }
     spec
@@ -432,5 +467,46 @@ fn fault(f: &HttpFault) -> Fault {
                 _ => (Some(503), None, pct),
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: i64, ms: i32) -> envoy_types::pb::google::protobuf::Duration {
+        envoy_types::pb::google::protobuf::Duration {
+            seconds: s,
+            nanos: ms * 1_000_000,
+        }
+    }
+
+    #[test]
+    fn retry_back_off_and_conditions_come_from_the_policy() {
+        let defaults = retry(&rt::RetryPolicy {
+            retry_on: "5xx,retriable-4xx,not-a-condition".into(),
+            ..Default::default()
+        });
+        assert!(defaults.on_5xx && defaults.on_conflict);
+        let retried = |code| crate::http::forward::classify_status(code, None, Some(&defaults)).1;
+        assert!(retried(409) && retried(503) && !retried(404));
+        assert_eq!(defaults.back_off_base, Duration::from_millis(25));
+        assert_eq!(defaults.back_off_max, Duration::from_millis(250));
+        let set = retry(&rt::RetryPolicy {
+            retry_on: "gateway-error".into(),
+            retry_back_off: Some(rt::retry_policy::RetryBackOff {
+                base_interval: Some(secs(0, 100)),
+                max_interval: Some(secs(1, 0)),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(set.back_off_base, Duration::from_millis(100));
+        assert_eq!(set.back_off_max, Duration::from_secs(1));
+        for n in 1..=8 {
+            let ceiling = (Duration::from_millis(100) * (1 << (n - 1))).min(Duration::from_secs(1));
+            for _ in 0..50 {
+                assert!(set.back_off(n) <= ceiling, "try {n}");
+            }
+        }
     }
 }
