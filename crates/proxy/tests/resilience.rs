@@ -361,3 +361,30 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: revi
     drop(fillers);
     proxy.stop().await;
 }
+
+/// gRPC calls are mirrored too: the copy (a gRPC call to the mirror) goes once the call's
+/// request has ended, and never delays the real call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_mirrored() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    v2.set_latency(Duration::from_secs(2));
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 100}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let grpc = graymesh_testkit::GrpcClient::new(proxy.upstream).with_authority("reviews:9080");
+    let options = graymesh_testkit::CallOptions::default();
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_eq!(grpc.version(&options).await.unwrap(), "v1");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the slow mirror never delays the call"
+        );
+    }
+    let mirrored = v2
+        .wait_for_requests(10, Duration::from_secs(10))
+        .await
+        .expect("every call mirrored to v2");
+    assert_eq!(mirrored.grpc, mirrored.total, "as gRPC calls: {mirrored:?}");
+    proxy.stop().await;
+}

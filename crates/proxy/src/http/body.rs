@@ -117,6 +117,8 @@ pub struct Recording {
     limit: usize,
     ended: bool,
     too_big: bool,
+    /// Woken when the copy is settled: complete, or known never to be.
+    settled: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Recording {
@@ -124,6 +126,31 @@ impl Recording {
     pub fn complete(copy: &std::sync::Mutex<Recording>) -> Option<Bytes> {
         let r = copy.lock().unwrap_or_else(|e| e.into_inner());
         (r.ended && !r.too_big).then(|| r.bytes.clone().freeze())
+    }
+
+    /// Waits until the copy is settled: the whole body, or `None` when it could not be kept.
+    /// (A body that never ends never settles: callers bound the wait.)
+    pub async fn settled(copy: &std::sync::Mutex<Recording>) -> Option<Bytes> {
+        let notify = copy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settled
+            .clone();
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let r = copy.lock().unwrap_or_else(|e| e.into_inner());
+                if r.too_big {
+                    return None;
+                }
+                if r.ended {
+                    return Some(r.bytes.clone().freeze());
+                }
+            }
+            notified.await;
+        }
     }
 }
 
@@ -169,6 +196,9 @@ impl hyper::body::Body for RecordingBody {
                 },
                 Some(Err(_)) => r.too_big = true,
                 None => r.ended = true,
+            }
+            if r.ended || r.too_big {
+                r.settled.notify_waiters();
             }
         }
         polled

@@ -62,7 +62,24 @@ fn shadow_hosts_keep_their_port() {
     assert_eq!(shadow_host("reviews:"), "reviews:-shadow");
 }
 
-/// Send a copy to each mirror cluster (its share of requests), never waiting for it.
+/// What a mirror sends as the body: the bytes read ahead, or, for a gRPC call (streamed while
+/// a copy is kept), that copy once the call's request has ended.
+enum CopySource {
+    Now(bytes::Bytes),
+    WhenEnded(std::sync::Arc<std::sync::Mutex<body::Recording>>),
+}
+
+impl CopySource {
+    async fn bytes(self) -> Option<bytes::Bytes> {
+        match self {
+            CopySource::Now(b) => Some(b),
+            CopySource::WhenEnded(copy) => body::Recording::settled(&copy).await,
+        }
+    }
+}
+
+/// Send a copy to each mirror cluster (its share of requests), never waiting for it. Bodies
+/// too large to hold (over 64 KiB, streamed) are not mirrored.
 pub(crate) fn mirror(
     core: &ProxyCore,
     table: &RouteTable,
@@ -70,9 +87,14 @@ pub(crate) fn mirror(
     parts: &Parts,
     payload: &Payload,
 ) {
-    let Payload::Buffered(bytes) = payload else {
-        return;
+    let source = |payload: &Payload| match payload {
+        Payload::Buffered(bytes) => Some(CopySource::Now(bytes.clone())),
+        Payload::Recorded { copy, .. } => Some(CopySource::WhenEnded(copy.clone())),
+        Payload::Stream { .. } => None,
     };
+    if source(payload).is_none() {
+        return;
+    }
     for m in &f.mirrors {
         if rand::rng().random_range(0..1_000_000) >= m.ppm {
             continue;
@@ -86,8 +108,9 @@ pub(crate) fn mirror(
         let Some(addr) = balance::pick(spec, &state, None, now_ms(), &[]) else {
             continue;
         };
+        let Some(copy) = source(payload) else { return };
         let h2 = speaks_h2(spec, parts);
-        let mut request = upstream_request(parts, body::full(bytes.clone()), addr, h2);
+        let mut request = upstream_request(parts, body::empty(), addr, h2);
         mark_shadow(&mut request, h2);
         let client = core.h1.clone();
         let h2_connections = core.metrics.upstream.http2.clone();
@@ -95,6 +118,10 @@ pub(crate) fn mirror(
         core.metrics.mirrored.inc();
         tokio::spawn(async move {
             let send = async {
+                let Some(bytes) = copy.bytes().await else {
+                    return;
+                };
+                *request.body_mut() = body::full(bytes);
                 if h2 {
                     let dial = (connect_timeout, &h2_connections);
                     let _ = crate::h2::client::send(addr, request, dial).await;
