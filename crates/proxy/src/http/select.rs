@@ -91,20 +91,34 @@ pub fn route<'t>(rc: &'t RouteConfig, req: &impl RequestView) -> Option<&'t Rout
         path_ok
             && r.headers
                 .iter()
-                .all(|h| h.matches(header_value(req, &h.name)))
+                .all(|h| h.matches(header_value(req, &h.name).as_deref()))
             && r.query.iter().all(|q| q.matches(req.query()))
     })
 }
 
-/// A request header's value, including the pseudo-headers Envoy lets routes match.
-fn header_value<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {
+/// A request header's value, including the pseudo-headers Envoy lets routes match. A header
+/// sent more than once is matched, as Envoy does, on its values joined with `,` (the only case
+/// that allocates).
+fn header_value<'a>(req: &'a impl RequestView, name: &str) -> Option<Cow<'a, str>> {
     match name {
-        ":authority" => Some(req.authority()),
-        ":method" => Some(req.method()),
-        ":path" => Some(req.path_and_query()),
-        ":scheme" => Some(req.scheme()),
-        _ => req.header(name),
+        ":authority" => Some(Cow::Borrowed(req.authority())),
+        ":method" => Some(Cow::Borrowed(req.method())),
+        ":path" => Some(Cow::Borrowed(req.path_and_query())),
+        ":scheme" => Some(Cow::Borrowed(req.scheme())),
+        _ => joined_header(req, name),
     }
+}
+
+fn joined_header<'a>(req: &'a impl RequestView, name: &str) -> Option<Cow<'a, str>> {
+    let mut value: Option<Cow<'a, str>> = None;
+    req.find_in_header(name, &mut |v: &'a str| {
+        value = Some(match value.take() {
+            None => Cow::Borrowed(v),
+            Some(before) => Cow::Owned(format!("{before},{v}")),
+        });
+        None::<()>
+    });
+    value
 }
 
 /// The consistent-hash key of a request: the first of the route's hash policies that applies.

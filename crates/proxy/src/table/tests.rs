@@ -147,6 +147,13 @@ fn routes_match_in_order_on_path_headers_and_query() {
     assert_eq!(pick("http://h/x?a=2&beta=1", &[]), "query");
     assert_eq!(pick("http://h/x?beta=10", &[]), "default");
     assert_eq!(pick("http://h/api/items", &[]), "api");
+    // A header sent twice is matched on its values joined with `,`, as Envoy does.
+    let twice = [("end-user", "jason"), ("end-user", "bob")];
+    assert_eq!(
+        pick("http://h/", &twice),
+        "default",
+        "'jason,bob' is not 'jason'"
+    );
 }
 
 #[test]
