@@ -13,7 +13,6 @@ use crate::upstream::{balance, ClusterState, EndpointState, InFlight, Retrying};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
