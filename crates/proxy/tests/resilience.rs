@@ -388,3 +388,52 @@ async fn grpc_calls_are_mirrored() {
     assert_eq!(mirrored.grpc, mirrored.total, "as gRPC calls: {mirrored:?}");
     proxy.stop().await;
 }
+
+/// A cookie hash policy with a TTL gives a first-time client its cookie (as Envoy generates
+/// one), and with it the client keeps the version it got: over HTTP/1.1 (that first request
+/// takes the general path) and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_policy_with_a_ttl_gives_new_clients_a_sticky_cookie() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let dr = "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpCookie: {name: user, ttl: 3600s, path: /}}\n";
+    let yaml = mesh_yaml(&[&v1, &v2], dr, &mesh::split(50, 50));
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let url = proxy.url("/");
+    for (name, h2) in [("http1", false), ("http2", true)] {
+        for _ in 0..6 {
+            let first = get(h2, &url).await.unwrap();
+            assert_eq!(first.status, 200, "{name}");
+            let set = first
+                .headers
+                .get("set-cookie")
+                .unwrap_or_else(|| panic!("{name}: no cookie set: {:?}", first.headers))
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                set.starts_with("user=")
+                    && set.contains("; Max-Age=3600")
+                    && set.contains("; Path=/")
+                    && set.ends_with("; HttpOnly"),
+                "{name}: {set}"
+            );
+            let cookie = set.split(';').next().unwrap().to_string();
+            let version = first.json().unwrap()["version"].clone();
+            for _ in 0..5 {
+                let again = if h2 {
+                    Http2Client::new().get(&url, &[("cookie", &cookie)]).await
+                } else {
+                    Http1Client::new().get(&url, &[("cookie", &cookie)]).await
+                }
+                .unwrap();
+                assert_eq!(again.json().unwrap()["version"], version, "{name}: sticky");
+                assert!(
+                    again.headers.get("set-cookie").is_none(),
+                    "{name}: set once"
+                );
+            }
+        }
+    }
+    proxy.stop().await;
+}

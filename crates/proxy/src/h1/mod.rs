@@ -364,12 +364,14 @@ async fn respond<'t>(
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
-    if route.fault.is_some() {
+    if let Action::Forward(f) = &route.action {
+        // A request that needs a cookie generated (rare: a first visit) takes the general path,
+        // which sets it on the response.
+        let needs_cookie = || select::needs_generated_cookie(&f.hash, &req.view, req.peer);
         // A request the general path will take gets its fault there, not here as well.
-        if let Action::Forward(f) = &route.action {
-            if takes_http2(table, f) {
-                return Reply::Handover;
-            }
+        let handed_over = |f| route.fault.is_some() && takes_http2(table, f);
+        if !f.hash.is_empty() && needs_cookie() || handed_over(f) {
+            return Reply::Handover;
         }
     }
     if let Some(abort) = crate::http::fault_abort(route).await {

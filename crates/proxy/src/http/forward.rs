@@ -30,7 +30,13 @@ pub async fn forward(
     labels: &mut RequestLabels,
 ) -> Response<Body> {
     // The key is read before the cluster's header operations, which could otherwise change it.
-    let hash = super::select::hash_key(&f.hash, &parts, peer);
+    let mut hash = super::select::hash_key(&f.hash, &parts, peer);
+    let mut set_cookie = None;
+    if hash.is_none() {
+        if let Some((key, cookie)) = super::select::generated_cookie(&f.hash) {
+            (hash, set_cookie) = (Some(key), Some(cookie));
+        }
+    }
     let wc = super::weighted::pick(f, hash);
     labels.set_destination(&wc.destination);
     wc.request_ops.apply(&mut parts.headers);
@@ -91,6 +97,9 @@ pub async fn forward(
         None => attempts.await,
     };
     wc.response_ops.apply(response.headers_mut());
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     response
 }
 

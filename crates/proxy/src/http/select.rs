@@ -125,7 +125,7 @@ fn joined_header<'a>(req: &'a impl RequestView, name: &str) -> Option<Cow<'a, st
 pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> Option<u64> {
     keys.iter().find_map(|k| match k {
         HashKey::Header { name, rewrite } => header_key(req, name, rewrite.as_deref()),
-        HashKey::Cookie(name) => cookie(req, name).map(|v| balance::hash_of(v.as_bytes())),
+        HashKey::Cookie { name, .. } => cookie(req, name).map(|v| balance::hash_of(v.as_bytes())),
         HashKey::SourceIp => Some(balance::hash_ip(peer.ip())),
         HashKey::Query(name) => req.query().and_then(|q| {
             q.split('&').find_map(|kv| {
@@ -135,6 +135,36 @@ pub fn hash_key(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> O
             })
         }),
     })
+}
+
+/// When no hash policy keys the request and one is a cookie policy with a `ttl`: a new cookie
+/// value, its key, and the `Set-Cookie` that gives it to the client, so its next requests keep
+/// the version (and endpoint) this one gets.
+pub fn generated_cookie(keys: &[HashKey]) -> Option<(u64, http::HeaderValue)> {
+    keys.iter().find_map(|k| match k {
+        HashKey::Cookie {
+            name,
+            generate: Some(set),
+        } => {
+            let value = format!("{:016x}", rand::random::<u64>());
+            let header = set.header(name, &value)?;
+            Some((balance::hash_of(value.as_bytes()), header))
+        }
+        _ => None,
+    })
+}
+
+/// Whether [`generated_cookie`] would give this request a cookie.
+pub fn needs_generated_cookie(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> bool {
+    keys.iter().any(|k| {
+        matches!(
+            k,
+            HashKey::Cookie {
+                generate: Some(_),
+                ..
+            }
+        )
+    }) && hash_key(keys, req, peer).is_none()
 }
 
 /// A header's key as Envoy derives it: every value of the header, each rewritten if the policy

@@ -30,7 +30,12 @@ pub enum HashKey {
         name: String,
         rewrite: Option<Box<RegexRewrite>>,
     },
-    Cookie(String),
+    /// A cookie by name; with `generate`, a request that has none is given one (Envoy's cookie
+    /// policy with a `ttl`): keyed by a new value the response sets.
+    Cookie {
+        name: String,
+        generate: Option<CookieToSet>,
+    },
     SourceIp,
     Query(String),
 }
@@ -61,11 +66,41 @@ impl HashKey {
                     .map_err(|e| format!("hash policy on header {:?}: {e}", x.header_name))?
                     .map(Box::new),
             },
-            P::Cookie(c) => HashKey::Cookie(c.name.clone()),
+            P::Cookie(c) => HashKey::Cookie {
+                name: c.name.clone(),
+                generate: c.ttl.as_ref().map(|ttl| CookieToSet {
+                    max_age: (ttl.seconds > 0 || ttl.nanos > 0).then_some(ttl.seconds.max(0)),
+                    path: Some(c.path.clone()).filter(|p| !p.is_empty()),
+                }),
+            },
             P::ConnectionProperties(c) if c.source_ip => HashKey::SourceIp,
             P::QueryParameter(q) => HashKey::Query(q.name.clone()),
             _ => return Ok(None),
         }))
+    }
+}
+
+/// The cookie a cookie hash policy with a `ttl` sets when a request has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieToSet {
+    /// `Max-Age` in seconds; `None` for a TTL of 0: a session cookie.
+    pub max_age: Option<i64>,
+    pub path: Option<String>,
+}
+
+impl CookieToSet {
+    /// `name=value; Max-Age=N; Path=P; HttpOnly` (unquoted, unlike Envoy's, so the value the
+    /// client sends back hashes exactly as the one generated).
+    pub fn header(&self, name: &str, value: &str) -> Option<http::HeaderValue> {
+        let mut text = format!("{name}={value}");
+        if let Some(age) = self.max_age {
+            text.push_str(&format!("; Max-Age={age}"));
+        }
+        if let Some(path) = &self.path {
+            text.push_str(&format!("; Path={path}"));
+        }
+        text.push_str("; HttpOnly");
+        http::HeaderValue::from_str(&text).ok()
     }
 }
 

@@ -16,7 +16,7 @@ pub use cluster::{
     eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, RetryBudget, Thresholds,
     UpstreamProtocol,
 };
-pub use hash::{HashKey, RegexRewrite};
+pub use hash::{CookieToSet, HashKey, RegexRewrite};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
 pub use route::{
     Action, Forward, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig, VirtualHost,

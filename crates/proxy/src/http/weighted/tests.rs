@@ -169,7 +169,10 @@ fn the_key_is_the_first_one_the_request_carries() {
     use crate::upstream::balance::hash_ip;
     let keys = [
         HashKey::header("x-user-id"),
-        HashKey::Cookie("session".into()),
+        HashKey::Cookie {
+            name: "session".into(),
+            generate: None,
+        },
         HashKey::Query("uid".into()),
     ];
     let peer: std::net::SocketAddr = ([10, 1, 2, 3], 5555).into();
