@@ -77,7 +77,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = demo.run().await;
     drop(demo.children);
-    let _ = std::fs::remove_dir_all(&demo.dir);
+    if outcome.is_ok() {
+        let _ = std::fs::remove_dir_all(&demo.dir);
+    } else {
+        // The logs named in the error stay for a look.
+        eprintln!("the demo's logs are kept in {}", demo.dir.display());
+    }
     outcome
 }
 
@@ -297,23 +302,36 @@ impl Demo {
         .map(String::from);
         self.spawn("productpage-sidecar", &args)?;
         // Both versions of both services answer through it: registered, pushed, routed.
+        let last = std::sync::Mutex::new(String::new());
         wait_until(Duration::from_secs(30), || async {
             let mut seen = std::collections::BTreeSet::new();
+            let mut failed = None;
             let http = Http1Client::new().with_timeout(Duration::from_secs(1));
             for _ in 0..20 {
                 for (service, addr) in [("reviews", reviews), ("ratings", ratings)] {
-                    if let Ok(r) = http.get(&format!("http://{addr}/"), &[]).await {
-                        seen.insert((service, r.version.unwrap_or_default()));
+                    match http.get(&format!("http://{addr}/"), &[]).await {
+                        Ok(r) => match r.version {
+                            Some(version) => {
+                                seen.insert(format!("{service} {version}"));
+                            }
+                            None => failed = Some(format!("{service}: status {}", r.status)),
+                        },
+                        Err(e) => failed = Some(format!("{service}: {e}")),
                     }
                 }
+            }
+            if let Ok(mut last) = last.lock() {
+                *last = format!("answered: {seen:?}; last failure: {failed:?}");
             }
             seen.len() == 4
         })
         .await
         .map_err(|_| {
+            let last = last.lock().map(|l| l.clone()).unwrap_or_default();
             anyhow::anyhow!(
-                "productpage's sidecar does not reach both versions of both services (logs in {})",
-                self.dir.display()
+                "productpage's sidecar does not reach both versions of both services ({last}); its log: {}; pilot's: {}",
+                tail(&self.dir.join("productpage-sidecar.log")),
+                tail(&self.dir.join("pilot.log")),
             )
         })?;
         self.say(&format!(
