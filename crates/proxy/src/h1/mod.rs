@@ -364,13 +364,18 @@ async fn respond<'t>(
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
+    let mut hash = None;
     if let Action::Forward(f) = &route.action {
-        // A request that needs a cookie generated (rare: a first visit) takes the general path,
-        // which sets it on the response.
-        let needs_cookie = || select::needs_generated_cookie(&f.hash, &req.view, req.peer);
+        if !f.hash.is_empty() {
+            hash = select::hash_key(&f.hash, &req.view, req.peer);
+            // A request that needs a cookie generated (rare: a first visit) takes the general
+            // path, which sets it on the response.
+            if hash.is_none() && select::generates_cookie(&f.hash) {
+                return Reply::Handover;
+            }
+        }
         // A request the general path will take gets its fault there, not here as well.
-        let handed_over = |f| route.fault.is_some() && takes_http2(table, f);
-        if !f.hash.is_empty() && needs_cookie() || handed_over(f) {
+        if route.fault.is_some() && takes_http2(table, f) {
             return Reply::Handover;
         }
     }
@@ -383,23 +388,26 @@ async fn respond<'t>(
     }
     match &route.action {
         Action::Redirect(r) => Reply::Redirect(r.status, select::redirect_location(r, &req.view)),
-        Action::Forward(f) => forward(core, table, route, f, req, source, bufs, labels).await,
+        Action::Forward(f) => {
+            let picked = (f, hash);
+            forward(core, table, route, picked, req, source, bufs, labels).await
+        }
     }
 }
 
+/// `(f, hash)`: the route's forward action and the request's consistent-hash key under it.
 /// `source` is the `x-graymesh-source` value the upstream gets (see `metrics::source`).
 #[allow(clippy::too_many_arguments)]
 async fn forward<'t>(
     core: &ProxyCore,
     table: &'t RouteTable,
     route: &'t Route,
-    f: &'t Forward,
+    (f, hash): (&'t Forward, Option<u64>),
     req: &Request<'_>,
     source: Option<&HeaderValue>,
     bufs: &mut Buffers,
     labels: &mut RequestLabels,
 ) -> Reply<'t> {
-    let hash = select::hash_key(&f.hash, &req.view, req.peer);
     let wc = weighted::pick(f, hash);
     labels.set_destination(&wc.destination);
     let (Some(spec), Some(state)) = (table.cluster(&wc.name), core.upstreams.cluster(&wc.name))

@@ -154,8 +154,8 @@ pub fn generated_cookie(keys: &[HashKey]) -> Option<(u64, http::HeaderValue)> {
     })
 }
 
-/// Whether [`generated_cookie`] would give this request a cookie.
-pub fn needs_generated_cookie(keys: &[HashKey], req: &impl RequestView, peer: SocketAddr) -> bool {
+/// Whether a request none of `keys` keys would get a cookie from [`generated_cookie`].
+pub fn generates_cookie(keys: &[HashKey]) -> bool {
     keys.iter().any(|k| {
         matches!(
             k,
@@ -164,7 +164,7 @@ pub fn needs_generated_cookie(keys: &[HashKey], req: &impl RequestView, peer: So
                 ..
             }
         )
-    }) && hash_key(keys, req, peer).is_none()
+    })
 }
 
 /// A header's key as Envoy derives it: every value of the header, each rewritten if the policy
