@@ -319,7 +319,8 @@ async fn a_route_timeout_cuts_a_response_body_that_is_too_slow() {
 }
 
 /// The cluster's connect timeout (`connectionPool.tcp.connectTimeout`) bounds a connection
-/// attempt to an endpoint that never answers (its accept queue full: SYNs are dropped).
+/// attempt to an endpoint that never answers (its accept queue full: SYNs are dropped), on
+/// every path: HTTP/1.1's fast path, HTTP/2, and hyper's client (HTTP/1.0 here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusters_connect_timeout_bounds_a_connection_attempt() {
     let blackhole = tokio::net::TcpSocket::new_v4().unwrap();
@@ -358,6 +359,20 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: revi
             "{name}: gave up after the 300 ms connect timeout, not 5 s: {took:?}"
         );
     }
+    // An HTTP/1.0 request takes the general path and hyper's client: the same bound.
+    let addr = proxy.upstream;
+    let started = Instant::now();
+    let answer =
+        tokio::task::spawn_blocking(move || raw(addr, b"GET / HTTP/1.0\r\nHost: r\r\n\r\n"))
+            .await
+            .unwrap();
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer:?}");
+    assert!(answer.contains("x-graymesh-local-reply: UF"), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(2000),
+        "HTTP/1.0: gave up after the 300 ms connect timeout, not 5 s: {took:?}"
+    );
     drop(fillers);
     proxy.stop().await;
 }

@@ -241,13 +241,18 @@ async fn attempt(
             let dial = (spec.connect_timeout, &core.metrics.upstream.http2);
             crate::h2::client::send(addr, request, dial).await
         } else {
-            let response = core.h1.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(error_chain(&e))
-                } else {
-                    Failure::Reset(error_chain(&e))
-                }
-            })?;
+            let response = core
+                .h1
+                .get(spec.connect_timeout)
+                .request(request)
+                .await
+                .map_err(|e| {
+                    if e.is_connect() {
+                        Failure::Connect(error_chain(&e))
+                    } else {
+                        Failure::Reset(error_chain(&e))
+                    }
+                })?;
             Ok(response.map(body::incoming))
         }
     };

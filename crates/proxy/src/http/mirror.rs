@@ -112,7 +112,7 @@ pub(crate) fn mirror(
         let h2 = speaks_h2(spec, parts);
         let mut request = upstream_request(parts, body::empty(), addr, h2);
         mark_shadow(&mut request, h2);
-        let client = core.h1.clone();
+        let client = core.h1.get(spec.connect_timeout);
         let h2_connections = core.metrics.upstream.http2.clone();
         let connect_timeout = spec.connect_timeout;
         core.metrics.mirrored.inc();

@@ -19,10 +19,8 @@ use crate::table::{Action, Route, RouteTable};
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use body::{local_reply, Body};
-use connector::CountedConnector;
+use connector::H1Clients;
 use http::{Request, Response, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,7 +79,8 @@ pub struct ProxyCore {
     /// Shared with the scrape-time count of ejected endpoints.
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<ProxyMetrics>,
-    pub(crate) h1: Client<CountedConnector, Body>,
+    /// hyper's HTTP/1 clients, by cluster connect timeout (the HTTP/1 fast path has its own).
+    pub(crate) h1: H1Clients,
     /// A downstream connection with no request in progress for this long is closed (HTTP/1
     /// keep-alive between requests; HTTP/2 with no open stream, after a GOAWAY).
     pub idle_timeout: Duration,
@@ -89,13 +88,7 @@ pub struct ProxyCore {
 
 impl ProxyCore {
     pub fn new(metrics: ProxyMetrics, idle_timeout: Duration) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = CountedConnector::new(connector, metrics.upstream.http1.clone());
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let h1 = H1Clients::new(metrics.upstream.http1.clone());
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
             upstreams: Arc::default(),

@@ -61,7 +61,7 @@ pub async fn tunnel(
     request
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    let mut response = match core.h1.request(request).await {
+    let mut response = match core.h1.get(spec.connect_timeout).request(request).await {
         Ok(r) => r,
         Err(e) => {
             return local_reply(
