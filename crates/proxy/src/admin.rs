@@ -109,6 +109,7 @@ impl Admin {
                     "endpoints": endpoints,
                     "active_requests": counters.requests_in_flight.load(Relaxed),
                     "active_retries": counters.retries_in_flight.load(Relaxed),
+                    "active_tcp_connections": counters.tcp_connections.load(Relaxed),
                 }))
             })
             .collect();

@@ -7,8 +7,9 @@ use crate::http::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::TcpRoute;
 use crate::upstream::outlier::{now_ms, Outcome};
-use crate::upstream::{balance, InFlight};
+use crate::upstream::{balance, ClusterCounters, InFlight};
 use rand::Rng;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const CONNECT_ATTEMPTS: usize = 3;
@@ -25,6 +26,10 @@ pub async fn serve(
     let (Some(spec), Some(state)) = (table.cluster(cluster), core.upstreams.cluster(cluster))
     else {
         core.metrics.tcp_connection(&labels, "no_cluster");
+        return;
+    };
+    let Some(_admitted) = Admission::new(&state.counters, spec.thresholds.max_connections) else {
+        core.metrics.tcp_connection(&labels, "overflow");
         return;
     };
     let mut tried = Vec::new();
@@ -58,6 +63,23 @@ pub async fn serve(
         return;
     }
     core.metrics.tcp_connection(&labels, "connect_failure");
+}
+
+/// A connection counted against its cluster's `max_connections` while it lives.
+struct Admission(Arc<ClusterCounters>);
+
+impl Admission {
+    fn new(counters: &Arc<ClusterCounters>, max_connections: u32) -> Option<Self> {
+        let previous = counters.tcp_connections.fetch_add(1, Ordering::AcqRel);
+        let admitted = Self(counters.clone());
+        (previous < max_connections as usize).then_some(admitted)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.tcp_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn pick_cluster(route: &TcpRoute) -> &str {

@@ -81,3 +81,53 @@ apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cach
     assert!(sample_sum(&metrics, opened, &tcp) >= 1000.0, "{metrics}");
     proxy.stop().await;
 }
+
+/// The cluster's `maxConnections` limits the TCP connections open through it at once: past it,
+/// a new connection is closed at once (counted as `overflow`); once one closes, a new one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_limits_tcp_connections() {
+    let v1 = tcp_app("v1").await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: cache}}\nspec:\n  hosts: [cache.default.svc.cluster.local]\n  ports: [{{number: 6379, name: redis, protocol: REDIS}}]\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{redis: {}}}, labels: {{version: v1}}}}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: cache}}\nspec:\n  host: cache\n  trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: 2}}}}}}\n",
+        v1.port()
+    );
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start_for(vec![pilot.addr], "cache:6379").await;
+    // A connection whose greeting arrived: open through the proxy to the app.
+    let open = || async {
+        let stream = tokio::net::TcpStream::connect(proxy.upstream)
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(stream);
+        let mut greeting = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), lines.read_line(&mut greeting));
+        let n = read.await.unwrap().unwrap();
+        (n > 0).then_some(lines)
+    };
+    let first = open().await.expect("the first connection goes through");
+    let second = open().await.expect("the second connection goes through");
+    assert!(open().await.is_none(), "a third is closed at once");
+    drop(first);
+    // The proxy sees the close and the count comes down.
+    let mut again = None;
+    for _ in 0..50 {
+        again = open().await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        again.is_some(),
+        "after one closed, a new connection goes through"
+    );
+    let metrics = proxy.metrics().await;
+    let overflow = [("result", "overflow")];
+    assert!(
+        sample_sum(&metrics, "graymesh_proxy_tcp_connections_total", &overflow) >= 1.0,
+        "{metrics}"
+    );
+    drop((second, again));
+    proxy.stop().await;
+}

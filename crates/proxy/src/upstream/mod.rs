@@ -31,6 +31,8 @@ pub struct EndpointState {
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
     pub requests_in_flight: AtomicUsize,
+    /// TCP proxy connections open to the cluster (its circuit breaker's `max_connections`).
+    pub tcp_connections: AtomicUsize,
     pub retries_in_flight: AtomicUsize,
     pub round_robin: AtomicU64,
 }
