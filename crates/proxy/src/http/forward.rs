@@ -176,7 +176,7 @@ async fn attempts(
             parts,
             payload.take(),
             addr,
-            spec,
+            (spec, h2),
             retry.and_then(|r| r.per_try_timeout),
         )
         .await;
@@ -224,16 +224,16 @@ async fn attempts(
     }
 }
 
+/// One try at `addr`; `h2`: whether it goes as HTTP/2 ([`speaks_h2`], decided once per request).
 async fn attempt(
     core: &ProxyCore,
     endpoint: &Arc<EndpointState>,
     parts: &Parts,
     body: Body,
     addr: SocketAddr,
-    spec: &ClusterSpec,
+    (spec, h2): (&ClusterSpec, bool),
     per_try: Option<Duration>,
 ) -> Result<Response<Body>, Failure> {
-    let h2 = speaks_h2(spec, parts);
     let request = upstream_request(parts, body, addr, h2);
     let _in_flight = InFlight::new(endpoint.clone());
     let call = async {
