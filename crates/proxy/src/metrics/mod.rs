@@ -283,16 +283,20 @@ impl RequestLabels {
     }
 }
 
-/// The destination labels of requests to one cluster (or to this proxy's own service, for
-/// inbound traffic), made once when the table is compiled or the listener is set up and shared
-/// by every request that goes there: no string is split or copied per request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Destination {
+/// A service and version: the labels of one side of a request. As [`Destination`]: the labels
+/// of requests to one cluster (or to this proxy's own service, for inbound traffic), made once
+/// when the table is compiled or the listener is set up and shared by every request that goes
+/// there, so no string is split or copied per request. As [`source::Source`]: the caller's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
     pub service: String,
     pub version: String,
 }
 
-impl Destination {
+/// The called side of a request.
+pub type Destination = Workload;
+
+impl Workload {
     pub fn new(service: &str, version: &str) -> Arc<Self> {
         Arc::new(Self {
             service: service.to_string(),

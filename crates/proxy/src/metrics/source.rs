@@ -21,12 +21,8 @@ const MAX_PART: usize = 253;
 /// Distinct values a thread keeps interned; past it the table starts over.
 const MAX_INTERNED: usize = 256;
 
-/// A service and version on the calling side of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    pub service: String,
-    pub version: String,
-}
+/// The calling side of a request.
+pub type Source = super::Workload;
 
 /// What an outbound listener says of its requests' source: the labels and the header it sends.
 #[derive(Debug, Clone)]
@@ -42,15 +38,11 @@ impl OwnSource {
         if service.is_empty() {
             return None;
         }
-        let source = Source {
-            service: service.to_string(),
-            version: version.to_string(),
-        };
         let value = format!("{service};{version}");
         let header =
             Source::parse(value.as_bytes()).and_then(|_| HeaderValue::from_str(&value).ok());
         Some(Self {
-            source: Arc::new(source),
+            source: Source::new(service, version),
             header,
         })
     }
