@@ -73,8 +73,13 @@ impl Default for Thresholds {
 pub struct OutlierSpec {
     pub consecutive_5xx: Option<u32>,
     pub consecutive_gateway_failure: Option<u32>,
+    /// Each `interval` an endpoint goes without being ejected takes one off its ejection count
+    /// (the multiplier of its next ejection time), as Envoy's sweeps do.
     pub interval: Duration,
     pub base_ejection_time: Duration,
+    /// An ejection lasts at most this (Envoy's `max_ejection_time`, 300 s unless set, and never
+    /// less than `base_ejection_time`).
+    pub max_ejection_time: Duration,
     pub max_ejection_percent: u32,
 }
 
@@ -186,6 +191,11 @@ pub fn compile(
                 .as_ref()
                 .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
                 .unwrap_or(Duration::from_secs(30)),
+            max_ejection_time: o
+                .max_ejection_time
+                .as_ref()
+                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                .unwrap_or(Duration::from_secs(300)),
             max_ejection_percent: o
                 .max_ejection_percent
                 .as_ref()

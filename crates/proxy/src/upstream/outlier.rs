@@ -1,7 +1,9 @@
 //! Outlier detection: an endpoint that answers too many consecutive 5xx (or gateway errors:
-//! 502/503/504 and connect failures) is ejected for `base_ejection_time × times ejected`, and comes
-//! back by itself when that passes. At most `max_ejection_percent` of a cluster is ejected at
-//! once, but always at least one endpoint may be (as Envoy does).
+//! 502/503/504 and connect failures) is ejected at once for `base_ejection_time × times ejected`
+//! (at most `max_ejection_time`), and comes back by itself when that passes. Each `interval` it
+//! then stays in takes one off its count, as Envoy's sweeps do; unlike Envoy, which readmits at
+//! its next sweep, it comes back the moment its time is up. At most `max_ejection_percent` of a
+//! cluster is ejected at once, but always at least one endpoint may be (as Envoy does).
 
 use crate::table::OutlierSpec;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -80,16 +82,34 @@ impl EndpointHealth {
         if !tripped || self.is_ejected(now) || !may_eject() {
             return false;
         }
-        let times = self.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
-        let ms = u64::try_from(spec.base_ejection_time.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(u64::from(times));
+        // The count comes down by one for each interval since the last ejection ended.
+        let last_until = self.ejected_until.load(Ordering::Relaxed);
+        let interval = millis(spec.interval);
+        let healthy_intervals = if last_until > 0 && interval > 0 {
+            u32::try_from(now.saturating_sub(last_until) / interval).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let times = self
+            .times_ejected
+            .load(Ordering::Relaxed)
+            .saturating_sub(healthy_intervals)
+            + 1;
+        self.times_ejected.store(times, Ordering::Relaxed);
+        let base = millis(spec.base_ejection_time);
+        let ms = base
+            .saturating_mul(u64::from(times))
+            .min(millis(spec.max_ejection_time).max(base));
         self.ejected_until
             .store(now.saturating_add(ms.max(1)), Ordering::Relaxed);
         self.consecutive_5xx.store(0, Ordering::Relaxed);
         self.consecutive_gateway.store(0, Ordering::Relaxed);
         true
     }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether one more endpoint of `total` may be ejected when `ejected` already are.

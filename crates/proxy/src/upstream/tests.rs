@@ -25,6 +25,7 @@ fn spec(lb: LbPolicy, n: u8) -> ClusterSpec {
             consecutive_gateway_failure: None,
             interval: Duration::from_secs(1),
             base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
         }),
     }
@@ -273,4 +274,42 @@ async fn ejected_endpoints_are_counted_at_scrape_time_until_readmitted() {
     tokio::time::advance(Duration::from_secs(31)).await;
     let text = scrape();
     assert!(text.contains(&format!("{series} 0\n")), "{text}");
+}
+
+/// Ejections in a row last longer each time (base × count, capped by max_ejection_time); each
+/// interval an endpoint then stays in takes one off the count.
+#[tokio::test(start_paused = true)]
+async fn ejection_time_grows_with_repeats_is_capped_and_decays_with_health() {
+    let mut s = spec(LbPolicy::RoundRobin, 2);
+    if let Some(o) = s.outlier.as_mut() {
+        o.interval = Duration::from_secs(10);
+        o.max_ejection_time = Duration::from_secs(70);
+    }
+    let st = state_for(&s);
+    let health = &st.endpoints[&s.endpoints[0].addr].health;
+    let outlier = s.outlier.as_ref().unwrap();
+    let trip =
+        || (0..3).any(|_| health.record(Outcome::ServerError { gateway: false }, outlier, || true));
+    // Ejected for `secs`: in just before, out just after.
+    let lasts = |secs: u64| async move {
+        tokio::time::advance(Duration::from_secs(secs) - Duration::from_millis(500)).await;
+        let inside = health.is_ejected(now_ms());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        inside && !health.is_ejected(now_ms())
+    };
+    assert!(trip());
+    assert!(lasts(30).await, "first ejection: base 30 s");
+    assert!(trip());
+    assert!(lasts(60).await, "second in a row: 2 × 30 s");
+    assert!(trip());
+    assert!(
+        lasts(70).await,
+        "third: 90 s capped at max_ejection_time 70 s"
+    );
+    assert_eq!(health.times_ejected(), 3);
+    // Two intervals in, healthy: the count comes down to 1, so the next ejection is 2 × 30 s.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert!(trip());
+    assert_eq!(health.times_ejected(), 2);
+    assert!(lasts(60).await);
 }
