@@ -262,6 +262,8 @@ impl Connection {
                 Ok::<_, Infallible>(core.handle(ctx, req, peer).await)
             }
         });
+        // hyper reads through the fast path's framing rules (see h1/guard.rs).
+        let (stream, refused) = crate::h1::guard::Guarded::new(stream);
         // HTTP/2 never gets here (the fast path hands it to h2/), so this is hyper's HTTP/1.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -279,6 +281,12 @@ impl Connection {
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = self.draining.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                () = refused.notified() => {
+                    // Answers to the requests before the refused one still go out, then the
+                    // refusal (written at shutdown).
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }

@@ -149,26 +149,48 @@ async fn oversized_http2_header_lists_get_431() {
     proxy.stop().await;
 }
 
-/// A connection the fast path handed over (its first request was chunked) is parsed by hyper
-/// from then on. A later request with both Content-Length and Transfer-Encoding is read as
-/// chunked there (hyper drops the Content-Length) and the connection is closed after its answer,
-/// so what a Content-Length reading would have smuggled never reaches the app. (Not a 400, as on
-/// the fast path: hyper gives its service no sign of the conflict.)
+/// A connection the fast path handed over (its first request was chunked) is served by hyper
+/// from then on, through the fast path's framing rules: a later request with both
+/// Content-Length and Transfer-Encoding (in either order) is refused with 400 after the answer
+/// to the request before it, and nothing of it reaches the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_length_with_transfer_encoding_smuggles_nothing_after_a_handover() {
+async fn content_length_with_transfer_encoding_is_refused_after_a_handover() {
     let (v1, _pilot, proxy) = setup().await;
     let addr = proxy.upstream;
-    let two = b"POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
-POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: r\r\n\r\n";
-    let answer = tokio::task::spawn_blocking(move || raw(addr, two))
+    let first =
+        "POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let smuggle = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: r\r\n\r\n";
+    let conflicts = [
+        "POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\nContent-Length: 48\r\n\r\n",
+    ];
+    for (i, conflict) in conflicts.into_iter().enumerate() {
+        let request = format!("{first}{conflict}{smuggle}");
+        let answer = tokio::task::spawn_blocking(move || raw(addr, request.as_bytes()))
+            .await
+            .unwrap();
+        let ok = answer.find("HTTP/1.1 200").expect(&answer);
+        let refused = answer.find("HTTP/1.1 400").expect(&answer);
+        assert!(
+            ok < refused,
+            "the first answer, then the refusal: {answer:?}"
+        );
+        assert!(
+            answer.contains("both Content-Length and Transfer-Encoding"),
+            "{answer:?}"
+        );
+        assert!(!answer.contains("/smuggled"), "{answer:?}");
+        assert_eq!(
+            v1.requests().total,
+            i as u64 + 1,
+            "only each first request reached the app"
+        );
+    }
+    // Requests that are fine keep the handed-over connection serving.
+    let fine = format!("{first}GET /a HTTP/1.1\r\nHost: r\r\n\r\nGET /b HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n");
+    let answer = tokio::task::spawn_blocking(move || raw(addr, fine.as_bytes()))
         .await
         .unwrap();
-    assert_eq!(
-        answer.matches("HTTP/1.1 200").count(),
-        2,
-        "two answers, then the connection is closed: {answer:?}"
-    );
-    assert!(!answer.contains("/smuggled"), "{answer:?}");
-    assert_eq!(v1.requests().total, 2, "nothing smuggled reached the app");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 3, "{answer:?}");
     proxy.stop().await;
 }

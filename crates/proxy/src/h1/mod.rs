@@ -12,6 +12,7 @@
 
 mod chunked;
 mod encode;
+pub(crate) mod guard;
 pub mod head;
 pub(crate) mod pool;
 mod prefixed;
