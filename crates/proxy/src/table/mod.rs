@@ -8,6 +8,7 @@
 mod cluster;
 mod hash;
 mod matcher;
+mod regex_rewrite;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -16,8 +17,9 @@ pub use cluster::{
     eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, RetryBudget, Thresholds,
     UpstreamProtocol,
 };
-pub use hash::{CookieToSet, HashKey, RegexRewrite};
+pub use hash::{CookieToSet, HashKey};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
+pub use regex_rewrite::RegexRewrite;
 pub use route::{
     Action, Forward, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig, VirtualHost,
     WeightedCluster,
