@@ -8,6 +8,7 @@
 mod cluster;
 mod hash;
 mod matcher;
+mod path_rewrite;
 mod regex_rewrite;
 mod route;
 #[cfg(test)]
@@ -19,10 +20,11 @@ pub use cluster::{
 };
 pub use hash::{CookieToSet, HashKey};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
+pub use path_rewrite::PathRewrite;
 pub use regex_rewrite::RegexRewrite;
 pub use route::{
-    Action, Forward, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig, VirtualHost,
-    WeightedCluster,
+    Action, Forward, HeaderOps, Mirror, Redirect, RedirectPath, RetrySpec, Route, RouteConfig,
+    VirtualHost, WeightedCluster,
 };
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
