@@ -163,6 +163,18 @@ pub struct HttpRedirect {
     pub scheme: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
+    /// The port of the redirect's URL when `port` is not given (Istio's oneof with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_port: Option<DerivePort>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DerivePort {
+    /// The request's port is kept, as without `derivePort` (Envoy's default).
+    FromProtocolDefault,
+    /// The port the route is served on: Istio's reading, since a route is built per port.
+    FromRequestPort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -172,6 +184,19 @@ pub struct HttpRewrite {
     pub uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// Istio ≥ 1.18; at most one of `uri` and this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// Every match of `pattern` (RE2) in the path, query string excluded, is replaced by `rewrite`,
+/// where `\1`..`\9` are the pattern's groups (`\0` the whole match) and `\\` is a backslash.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]

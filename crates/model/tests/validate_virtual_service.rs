@@ -1,7 +1,10 @@
 //! VirtualService validation through the public API, with the exact messages users see.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test binary: panicking on the unexpected is the point
+
 mod support;
 
+use graymesh_model::istio::DerivePort;
 use support::{errors, object, reviews_backend, valid};
 
 const PREFIX: &str = "vs.yaml: VirtualService default/reviews: ";
@@ -237,5 +240,100 @@ fn hosts_and_routes_are_required() {
             "spec.hosts: at least one host is required, e.g. hosts: [reviews]",
             "spec: no routes: add `http` or `tcp` routes",
         ]
+    );
+}
+
+#[test]
+fn a_regex_rewrite_and_a_derived_redirect_port_are_valid() {
+    let spec = r#"
+hosts: [reviews]
+http:
+- match: [{uri: {prefix: /api}}]
+  rewrite: {uriRegexRewrite: {match: "^/api/v1/(\\w+)/(\\d+)$", rewrite: '/v2/\2/\1\\x'}}
+  route: [{destination: {host: reviews}}]
+- match: [{uri: {prefix: /old}}]
+  redirect: {uri: /new, derivePort: FROM_REQUEST_PORT}
+"#;
+    let vs = object("VirtualService", "default", "reviews", spec);
+    let set = valid(&[("backend.yaml", &reviews_backend()), ("vs.yaml", &vs)]);
+    let http = &set.virtual_services[0].spec.http;
+    let regex = http[0]
+        .rewrite
+        .as_ref()
+        .unwrap()
+        .uri_regex_rewrite
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (regex.pattern.as_str(), regex.rewrite.as_str()),
+        (r"^/api/v1/(\w+)/(\d+)$", r"/v2/\2/\1\\x")
+    );
+    assert_eq!(
+        http[1].redirect.as_ref().unwrap().derive_port,
+        Some(DerivePort::FromRequestPort)
+    );
+}
+
+#[test]
+fn a_uri_rewrite_is_one_of_uri_and_a_valid_regex_rewrite() {
+    let spec = r#"
+hosts: [reviews]
+http:
+- rewrite: {uri: /v2, uriRegexRewrite: {match: "^/v1", rewrite: /v2}}
+  route: [{destination: {host: reviews}}]
+- rewrite: {uriRegexRewrite: {match: "^/v1/(a", rewrite: /v2}}
+  route: [{destination: {host: reviews}}]
+- rewrite: {uriRegexRewrite: {match: "^/v1/(a)$", rewrite: '/v2/\2'}}
+  route: [{destination: {host: reviews}}]
+- rewrite: {uriRegexRewrite: {match: "", rewrite: '/v2\n'}}
+  route: [{destination: {host: reviews}}]
+- rewrite: {}
+  redirect: {uri: /new, port: 8080, derivePort: FROM_PROTOCOL_DEFAULT}
+"#;
+    assert_eq!(
+        vs_errors(spec),
+        [
+            "spec.http[0].rewrite: sets both uri and uriRegexRewrite; use one",
+            "spec.http[1].rewrite.uriRegexRewrite.match: invalid regex \"^/v1/(a\" (RE2 syntax): unclosed group",
+            "spec.http[2].rewrite.uriRegexRewrite.rewrite: rewrite \"/v2/\\\\2\" names group \\2, the match has 1 group(s); use \\1-\\9 for a group, \\0 for the whole match, \\\\ for a backslash",
+            "spec.http[3].rewrite.uriRegexRewrite.match: must not be empty, e.g. match: ^/v1(/.*)$",
+            "spec.http[3].rewrite.uriRegexRewrite.rewrite: rewrite \"/v2\\\\n\" has a backslash before 'n'; use \\1-\\9 for a group, \\0 for the whole match, \\\\ for a backslash",
+            "spec.http[4].redirect: sets both port and derivePort; use one",
+            "spec.http[4]: has both `redirect` and `rewrite`; a redirect rewrites nothing",
+            "spec.http[4].rewrite: rewrites nothing: set uri, uriRegexRewrite or authority",
+        ]
+    );
+}
+
+/// Parse errors (serde's, with the field path) of a VirtualService `reviews` with `spec`.
+fn parse_errors(spec: &str) -> Vec<String> {
+    let vs = object("VirtualService", "default", "reviews", spec);
+    let errors = graymesh_model::parse_str("vs.yaml", &vs).unwrap_err();
+    errors
+        .iter()
+        .map(|e| e.to_string().replacen(PREFIX, "", 1))
+        .collect()
+}
+
+#[test]
+fn unknown_rewrite_fields_and_derive_port_values_are_refused() {
+    let spec = r#"
+hosts: [reviews]
+http:
+- rewrite: {uriRegexRewrite: {match: "^/v1", rewrite: /v2, flags: i}}
+  route: [{destination: {host: reviews}}]
+"#;
+    assert_eq!(
+        parse_errors(spec),
+        ["spec.http[0].rewrite.uriRegexRewrite.flags: unknown field `flags`, expected `match` or `rewrite`"]
+    );
+    let spec = r#"
+hosts: [reviews]
+http:
+- redirect: {uri: /new, derivePort: FROM_ELSEWHERE}
+"#;
+    assert_eq!(
+        parse_errors(spec),
+        ["spec.http[0].redirect.derivePort: unknown variant `FROM_ELSEWHERE`, expected `FROM_PROTOCOL_DEFAULT` or `FROM_REQUEST_PORT`"]
     );
 }

@@ -414,6 +414,7 @@ fn route_action(a: &rt::RouteAction) -> Value {
             }),
         )
         .put("prefix_rewrite", a.prefix_rewrite.clone())
+        .msg("regex_rewrite", a.regex_rewrite.as_ref().map(regex_rewrite))
         .put("host_rewrite_literal", host_rewrite)
         .done()
 }
@@ -422,10 +423,7 @@ fn hash_policy(h: &rt::route_action::HashPolicy) -> Value {
     use rt::route_action::hash_policy::PolicySpecifier as P;
     match &h.policy_specifier {
         Some(P::Header(x)) => {
-            let rewrite = x.regex_rewrite.as_ref().map(|r| {
-                let regex = r.pattern.as_ref().map(|p| p.regex.clone());
-                json!({ "pattern": { "regex": regex }, "substitution": r.substitution })
-            });
+            let rewrite = x.regex_rewrite.as_ref().map(regex_rewrite);
             json!({ "header": Obj::default().put("header_name", x.header_name.clone()).msg("regex_rewrite", rewrite).done() })
         }
         Some(P::Cookie(c)) => {
@@ -439,6 +437,11 @@ fn hash_policy(h: &rt::route_action::HashPolicy) -> Value {
     }
 }
 
+fn regex_rewrite(r: &matcher::RegexMatchAndSubstitute) -> Value {
+    let regex = r.pattern.as_ref().map(|p| p.regex.clone());
+    json!({ "pattern": { "regex": regex }, "substitution": r.substitution })
+}
+
 fn redirect(r: &rt::RedirectAction) -> Value {
     use rt::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
     let code = rt::redirect_action::RedirectResponseCode::try_from(r.response_code)
@@ -450,10 +453,15 @@ fn redirect(r: &rt::RedirectAction) -> Value {
     if let Some(S::SchemeRedirect(s)) = &r.scheme_rewrite_specifier {
         o = o.put("scheme_redirect", s.clone());
     }
-    if let Some(P::PathRedirect(p)) = &r.path_rewrite_specifier {
-        o = o.put("path_redirect", p.clone());
+    match &r.path_rewrite_specifier {
+        Some(P::PathRedirect(p)) => o = o.put("path_redirect", p.clone()),
+        Some(P::PrefixRewrite(p)) => o = o.put("prefix_rewrite", p.clone()),
+        Some(P::RegexRewrite(x)) => o = o.msg("regex_rewrite", Some(regex_rewrite(x))),
+        _ => {}
     }
-    o.put("response_code", code).done()
+    o.put("response_code", code)
+        .put("strip_query", r.strip_query)
+        .done()
 }
 
 fn tcp_proxy(t: &tcp::TcpProxy) -> Value {

@@ -53,6 +53,7 @@ const NAMED_CASES: &[&str] = &[
     "sticky-gateway",
     "sticky-baggage-member",
     "h2-ports",
+    "uri-regex-rewrite-and-derived-port",
 ];
 
 #[test]

@@ -88,6 +88,33 @@ pub(super) fn regex(f: &mut Findings, field: String, pattern: &str) {
     }
 }
 
+/// An RE2 rewrite string (Envoy's `substitution`): `\0`..`\9` name the pattern's groups and
+/// `\\` is a backslash. Anything else after a backslash, or a group the pattern lacks, would make
+/// Envoy rewrite nothing or cut the path short, and the graymesh proxy refuses it. An invalid
+/// pattern is reported by [`regex`].
+pub(super) fn substitution(f: &mut Findings, field: String, pattern: &str, rewrite: &str) {
+    let Ok(compiled) = regex::Regex::new(pattern) else {
+        return;
+    };
+    let groups = compiled.captures_len() - 1;
+    let mut chars = rewrite.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            continue;
+        }
+        let problem = match chars.next() {
+            Some('\\') => continue,
+            Some(d @ '0'..='9') if d.to_digit(10).is_some_and(|n| n as usize <= groups) => continue,
+            Some(d @ '0'..='9') => format!("names group \\{d}, the match has {groups} group(s)"),
+            Some(other) => format!("has a backslash before {other:?}"),
+            None => "ends with a backslash".to_string(),
+        };
+        let hint = "use \\1-\\9 for a group, \\0 for the whole match, \\\\ for a backslash";
+        f.error(field, format!("rewrite {rewrite:?} {problem}; {hint}"));
+        return;
+    }
+}
+
 /// The regex crate's syntax errors span several lines (pattern, caret, cause); keep the cause.
 fn regex_problem(error: &regex::Error) -> String {
     let text = error.to_string();

@@ -5,7 +5,8 @@
 use super::{fields, Findings};
 use crate::istio::{
     grpc_status_code, Destination, FaultAbort, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
-    HttpRoute, OptionalStringMatch, StringMatch, TcpRoute, VirtualService, GRPC_STATUS_CODES,
+    HttpRewrite, HttpRoute, OptionalStringMatch, StringMatch, TcpRoute, VirtualService,
+    GRPC_STATUS_CODES,
 };
 use std::collections::BTreeMap;
 
@@ -68,6 +69,16 @@ fn http_route(f: &mut Findings, path: &str, route: &HttpRoute) {
     }
     if let Some(redirect) = &route.redirect {
         self::redirect(f, &format!("{path}.redirect"), redirect);
+    }
+    if let Some(rewrite) = &route.rewrite {
+        if route.redirect.is_some() {
+            // Istio rejects it too: a redirect answers the client, nothing would be rewritten.
+            f.error(
+                path,
+                "has both `redirect` and `rewrite`; a redirect rewrites nothing",
+            );
+        }
+        self::rewrite(f, &format!("{path}.rewrite"), rewrite);
     }
     http_policies(f, path, route);
 }
@@ -179,10 +190,45 @@ fn optional_match(f: &mut Findings, path: String, optional: &OptionalStringMatch
     }
 }
 
-// === Redirects and faults ===
+// === Rewrites, redirects and faults ===
+
+/// Istio's rules: something to rewrite, and at most one way of rewriting the path.
+fn rewrite(f: &mut Findings, path: &str, rewrite: &HttpRewrite) {
+    match (&rewrite.uri, &rewrite.uri_regex_rewrite) {
+        (Some(_), Some(_)) => f.error(path, "sets both uri and uriRegexRewrite; use one"),
+        (None, None) if rewrite.authority.is_none() => f.error(
+            path,
+            "rewrites nothing: set uri, uriRegexRewrite or authority",
+        ),
+        _ => {}
+    }
+    let Some(regex) = &rewrite.uri_regex_rewrite else {
+        return;
+    };
+    let path = format!("{path}.uriRegexRewrite");
+    if regex.pattern.is_empty() {
+        f.error(
+            format!("{path}.match"),
+            "must not be empty, e.g. match: ^/v1(/.*)$",
+        );
+    } else {
+        fields::regex(f, format!("{path}.match"), &regex.pattern);
+    }
+    if regex.rewrite.is_empty() {
+        f.error(
+            format!("{path}.rewrite"),
+            "must not be empty, e.g. rewrite: /v2\\1",
+        );
+    } else {
+        fields::substitution(f, format!("{path}.rewrite"), &regex.pattern, &regex.rewrite);
+    }
+}
 
 fn redirect(f: &mut Findings, path: &str, redirect: &HttpRedirect) {
     fields::optional_port(f, format!("{path}.port"), redirect.port);
+    if redirect.port.is_some() && redirect.derive_port.is_some() {
+        f.error(path, "sets both port and derivePort; use one");
+    }
     if let Some(code) = redirect
         .redirect_code
         .filter(|c| !REDIRECT_CODES.contains(c))

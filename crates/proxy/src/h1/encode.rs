@@ -6,7 +6,7 @@
 use super::head::{trim, ResponseHead, View};
 use crate::http::select::RequestView;
 use crate::metrics::source::SOURCE_HEADER;
-use crate::table::{Forward, HeaderOps, PathMatch, Route};
+use crate::table::{Forward, HeaderOps, PathMatch, PathRewrite, Route};
 use http::{HeaderName, HeaderValue};
 
 /// The header operations of a route and its weighted cluster, folded in the order they apply:
@@ -94,8 +94,8 @@ pub fn request_head(
     out.clear();
     out.extend_from_slice(req.method().as_bytes());
     out.push(b' ');
-    match &f.prefix_rewrite {
-        Some(prefix) => rewritten_path(out, req, &route.path, prefix),
+    match &f.path_rewrite {
+        Some(rewrite) => rewritten_path(out, req, &route.path, rewrite),
         None => out.extend_from_slice(req.path_and_query().as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
@@ -132,15 +132,16 @@ pub fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `prefix_rewrite`: replaces the matched prefix (the whole path for exact and regex matches).
-fn rewritten_path(out: &mut Vec<u8>, req: &View<'_>, matched: &PathMatch, prefix: &str) {
-    let path = req.path();
-    let rest = match matched {
-        PathMatch::Prefix(p) if path.len() >= p.len() => &path[p.len()..],
-        _ => "",
-    };
-    out.extend_from_slice(prefix.as_bytes());
-    out.extend_from_slice(rest.as_bytes());
+/// The path as the route rewrites it, written in place, with the query string as received. A
+/// rewrite that leaves the path relative (or empty) gets a `/`: a request target must have one.
+fn rewritten_path(out: &mut Vec<u8>, req: &View<'_>, matched: &PathMatch, rewrite: &PathRewrite) {
+    let start = out.len();
+    rewrite.write(matched, req.path(), &mut |piece| {
+        out.extend_from_slice(piece.as_bytes())
+    });
+    if out.get(start) != Some(&b'/') {
+        out.insert(start, b'/');
+    }
     if let Some(q) = req.query() {
         out.push(b'?');
         out.extend_from_slice(q.as_bytes());

@@ -388,7 +388,10 @@ async fn respond<'t>(
         ));
     }
     match &route.action {
-        Action::Redirect(r) => Reply::Redirect(r.status, select::redirect_location(r, &req.view)),
+        Action::Redirect(r) => {
+            let location = select::redirect_location(r, &route.path, &req.view);
+            Reply::Redirect(r.status, location)
+        }
         Action::Forward(f) => {
             let picked = (f, hash);
             forward(core, table, route, picked, req, source, bufs, labels).await

@@ -192,7 +192,7 @@ fn forward_route() -> crate::table::Route {
             total_weight: 0,
             timeout: None,
             retry: None,
-            prefix_rewrite: None,
+            path_rewrite: None,
             host_rewrite: None,
             mirrors: Vec::new(),
             hash: Vec::new(),

@@ -20,6 +20,7 @@ use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use body::{local_reply, Body};
 use connector::H1Clients;
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use rand::Rng;
 use std::net::SocketAddr;
@@ -170,7 +171,7 @@ impl ProxyCore {
         source::replace(&mut parts.headers, ctx.source_header());
         ensure_traceparent(&mut parts.headers);
         match &route.action {
-            Action::Redirect(r) => redirect(r, &parts),
+            Action::Redirect(r) => redirect(r, route, &parts),
             Action::Forward(f) => {
                 rewrite(route, f, &mut parts);
                 let mut response =
@@ -226,8 +227,8 @@ pub(crate) async fn fault_abort(route: &Route) -> Option<FaultAbort> {
     })
 }
 
-fn redirect(r: &crate::table::Redirect, parts: &http::request::Parts) -> Response<Body> {
-    let location = select::redirect_location(r, parts);
+fn redirect(r: &crate::table::Redirect, route: &Route, parts: &Parts) -> Response<Body> {
+    let location = select::redirect_location(r, &route.path, parts);
     Response::builder()
         .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY))
         .header(http::header::LOCATION, location)
@@ -235,21 +236,17 @@ fn redirect(r: &crate::table::Redirect, parts: &http::request::Parts) -> Respons
         .unwrap_or_else(|_| Response::new(body::empty()))
 }
 
-/// `prefix_rewrite` replaces the matched prefix (the whole path for exact and regex matches);
-/// a host rewrite replaces the authority the upstream sees.
-fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut http::request::Parts) {
-    if let Some(new_prefix) = &f.prefix_rewrite {
-        let path = parts.uri.path();
-        let rest = match &route.path {
-            crate::table::PathMatch::Prefix(p) if path.len() >= p.len() => &path[p.len()..],
-            _ => "",
-        };
-        let query = parts
-            .uri
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let joined = format!("{new_prefix}{rest}{query}");
+/// The route's path rewrite (the query string kept as received) and host rewrite.
+fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut Parts) {
+    if let Some(rewrite) = &f.path_rewrite {
+        let mut joined = rewrite.rewrite(&route.path, parts.uri.path());
+        if !joined.starts_with('/') {
+            joined.insert(0, '/');
+        }
+        if let Some(query) = parts.uri.query() {
+            joined.push('?');
+            joined.push_str(query);
+        }
         let mut uri = http::uri::Builder::new();
         if let Some(s) = parts.uri.scheme() {
             uri = uri.scheme(s.clone());

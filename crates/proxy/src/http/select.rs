@@ -2,7 +2,7 @@
 //! headers and query parameters all match. Written against [`RequestView`] so that hyper's parsed
 //! requests and the HTTP/1 fast path's borrowed heads are matched by the same code.
 
-use crate::table::{HashKey, RegexRewrite, Route, RouteConfig};
+use crate::table::{HashKey, PathMatch, Redirect, RedirectPath, RegexRewrite, Route, RouteConfig};
 use crate::upstream::balance;
 use http::request::Parts;
 use std::borrow::Cow;
@@ -206,8 +206,9 @@ fn cookie<'a>(req: &'a impl RequestView, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The `Location` of a redirect: the request's URL with what the route replaces.
-pub fn redirect_location(r: &crate::table::Redirect, req: &impl RequestView) -> String {
+/// The `Location` of a redirect: the request's URL with what the route replaces. `matched` is
+/// how the route matched the path (what a `prefix_rewrite` replaces).
+pub fn redirect_location(r: &Redirect, matched: &PathMatch, req: &impl RequestView) -> String {
     let authority = req.authority();
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
@@ -216,10 +217,27 @@ pub fn redirect_location(r: &crate::table::Redirect, req: &impl RequestView) -> 
     let host = r.host.as_deref().unwrap_or(host);
     let port = r.port.map(|p| p.to_string()).or(port.map(str::to_string));
     let scheme = r.scheme.as_deref().unwrap_or(req.scheme());
-    let path = r.path.as_deref().unwrap_or(req.path());
-    let query = req.query().map(|q| format!("?{q}")).unwrap_or_default();
-    match port {
-        Some(p) => format!("{scheme}://{host}:{p}{path}{query}"),
-        None => format!("{scheme}://{host}{path}{query}"),
+    let mut location = match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    };
+    let path_start = location.len();
+    match &r.path {
+        RedirectPath::Kept => location.push_str(req.path()),
+        RedirectPath::Replaced(path) => location.push_str(path),
+        RedirectPath::Rewritten(rewrite) => {
+            rewrite.write(matched, req.path(), &mut |piece| location.push_str(piece));
+        }
     }
+    // Envoy's rules: the path is absolute; a `path_redirect` with a query string of its own
+    // replaces the request's, and is kept whatever `strip_query` says.
+    if !location[path_start..].starts_with('/') {
+        location.insert(path_start, '/');
+    }
+    let own_query = matches!(&r.path, RedirectPath::Replaced(p) if p.contains('?'));
+    if let (false, false, Some(query)) = (own_query, r.strip_query, req.query()) {
+        location.push('?');
+        location.push_str(query);
+    }
+    location
 }

@@ -8,6 +8,8 @@
 mod cluster;
 mod hash;
 mod matcher;
+mod path_rewrite;
+mod regex_rewrite;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -16,11 +18,13 @@ pub use cluster::{
     eds_service_name, ClusterSpec, Endpoint, LbPolicy, OutlierSpec, RetryBudget, Thresholds,
     UpstreamProtocol,
 };
-pub use hash::{CookieToSet, HashKey, RegexRewrite};
+pub use hash::{CookieToSet, HashKey};
 pub use matcher::{HeaderMatch, PathMatch, StringMatch};
+pub use path_rewrite::PathRewrite;
+pub use regex_rewrite::RegexRewrite;
 pub use route::{
-    Action, Forward, HeaderOps, Mirror, Redirect, RetrySpec, Route, RouteConfig, VirtualHost,
-    WeightedCluster,
+    Action, Forward, HeaderOps, Mirror, Redirect, RedirectPath, RetrySpec, Route, RouteConfig,
+    VirtualHost, WeightedCluster,
 };
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;

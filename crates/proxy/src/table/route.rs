@@ -3,6 +3,7 @@
 
 use super::hash::HashKey;
 use super::matcher::{HeaderMatch, PathMatch, QueryMatch};
+use super::path_rewrite::PathRewrite;
 use crate::metrics::Destination;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValueOption,
@@ -93,7 +94,8 @@ pub struct Forward {
     /// `None`: no timeout (Envoy's `0s`).
     pub timeout: Option<Duration>,
     pub retry: Option<RetrySpec>,
-    pub prefix_rewrite: Option<String>,
+    /// `None` for most routes: their path is forwarded as received, untouched.
+    pub path_rewrite: Option<PathRewrite>,
     pub host_rewrite: Option<HeaderValue>,
     pub mirrors: Vec<Mirror>,
     pub hash: Vec<HashKey>,
@@ -152,8 +154,21 @@ pub struct Redirect {
     pub host: Option<String>,
     pub port: Option<u32>,
     pub scheme: Option<String>,
-    pub path: Option<String>,
+    pub path: RedirectPath,
+    /// The request's query string is left out (not when `path` brings its own).
+    pub strip_query: bool,
     pub status: u16,
+}
+
+/// The path of a redirect's `Location`.
+#[derive(Debug, Clone)]
+pub enum RedirectPath {
+    /// The request's path.
+    Kept,
+    /// `path_redirect`: this path; with a query string of its own, the request's is dropped.
+    Replaced(String),
+    /// `prefix_rewrite` or `regex_rewrite` of the request's path.
+    Rewritten(PathRewrite),
 }
 
 #[derive(Debug, Clone)]
@@ -252,7 +267,7 @@ fn route(r: &rt::Route) -> Result<Route, String> {
     let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
     let action = match &r.action {
         Some(rt::route::Action::Route(a)) => Action::Forward(forward(a)?),
-        Some(rt::route::Action::Redirect(a)) => Action::Redirect(redirect(a)),
+        Some(rt::route::Action::Redirect(a)) => Action::Redirect(redirect(a)?),
         _ => return Err("only route and redirect actions are supported".into()),
     };
     let fault = match r.typed_per_filter_config.get(FAULT_FILTER) {
@@ -336,7 +351,7 @@ fn forward(a: &rt::RouteAction) -> Result<Forward, String> {
         total_weight,
         timeout: a.timeout.as_ref().map(duration).filter(|d| !d.is_zero()),
         retry: a.retry_policy.as_ref().map(retry),
-        prefix_rewrite: Some(a.prefix_rewrite.clone()).filter(|p| !p.is_empty()),
+        path_rewrite: PathRewrite::of_route(&a.prefix_rewrite, a.regex_rewrite.as_ref())?,
         host_rewrite,
         mirrors: a
             .request_mirror_policies
@@ -421,7 +436,7 @@ fn retry(p: &rt::RetryPolicy) -> RetrySpec {
     spec
 }
 
-fn redirect(r: &rt::RedirectAction) -> Redirect {
+fn redirect(r: &rt::RedirectAction) -> Result<Redirect, String> {
     use rt::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
     let status = match r.response_code {
         1 => 302,
@@ -430,7 +445,17 @@ fn redirect(r: &rt::RedirectAction) -> Redirect {
         4 => 308,
         _ => 301,
     };
-    Redirect {
+    let path = match &r.path_rewrite_specifier {
+        None => RedirectPath::Kept,
+        Some(P::PathRedirect(p)) => RedirectPath::Replaced(p.clone()),
+        Some(P::PrefixRewrite(p)) => RedirectPath::Rewritten(PathRewrite::Prefix(p.clone())),
+        Some(P::RegexRewrite(x)) => RedirectPath::Rewritten(PathRewrite::regex(x)?),
+        Some(_) => return Err(
+            "redirect: only path_redirect, prefix_rewrite and regex_rewrite rewrite the path here"
+                .into(),
+        ),
+    };
+    Ok(Redirect {
         host: Some(r.host_redirect.clone()).filter(|h| !h.is_empty()),
         port: Some(r.port_redirect).filter(|p| *p != 0),
         scheme: match &r.scheme_rewrite_specifier {
@@ -438,12 +463,10 @@ fn redirect(r: &rt::RedirectAction) -> Redirect {
             Some(S::HttpsRedirect(true)) => Some("https".into()),
             _ => None,
         },
-        path: match &r.path_rewrite_specifier {
-            Some(P::PathRedirect(p)) => Some(p.clone()),
-            _ => None,
-        },
+        path,
+        strip_query: r.strip_query,
         status,
-    }
+    })
 }
 
 fn fault(f: &HttpFault) -> Fault {

@@ -5,6 +5,8 @@
 // Shared by several test binaries, each of which uses only part of it.
 #![allow(dead_code)]
 
+pub mod envoy_plane;
+
 use graymesh_model::{build_config_set, parse_str};
 use graymesh_proxy::run::{run, ProxyOptions};
 use graymesh_sources::RegistrySnapshot;
@@ -263,7 +265,7 @@ pub fn sidecar_options(pilots: &[SocketAddr], target: &str, listen: SocketAddr) 
 }
 
 /// A proxy with no app, no registration, and free loopback ports for everything it binds.
-fn options(pilots: &[SocketAddr]) -> ProxyOptions {
+pub fn options(pilots: &[SocketAddr]) -> ProxyOptions {
     ProxyOptions {
         pilots: pilots.iter().map(|a| a.to_string()).collect(),
         node_id: String::new(),

@@ -21,10 +21,12 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use envoy_types::pb::google::protobuf::BoolValue;
 use graymesh_model::istio::{
-    grpc_status_code, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
-    HttpRetry, HttpRoute, HttpRouteDestination, OptionalStringMatch, StringMatch, VirtualService,
+    grpc_status_code, DerivePort, Destination, HeaderOperations, Headers, HttpFaultInjection,
+    HttpMatchRequest, HttpRedirect, HttpRetry, HttpRoute, HttpRouteDestination,
+    OptionalStringMatch, StringMatch, VirtualService,
 };
 use graymesh_model::Resource;
 use graymesh_sources::Service;
@@ -186,7 +188,7 @@ fn route(
         }
     }
     r.action = Some(match &http.redirect {
-        Some(redirect) => Action::Redirect(redirect_action(redirect)),
+        Some(redirect) => Action::Redirect(redirect_action(redirect, port)),
         None => Action::Route(route_action(ctx, vs, http, &live, routed_host, port)),
     });
     r
@@ -363,6 +365,13 @@ fn route_action(
         if let Some(uri) = &rw.uri {
             action.prefix_rewrite = uri.clone();
         }
+        // Istio's rewrite string is RE2's, as Envoy's substitution is: passed on as written.
+        if let Some(regex) = &rw.uri_regex_rewrite {
+            action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(pb::regex(&regex.pattern)),
+                substitution: regex.rewrite.clone(),
+            });
+        }
         if let Some(authority) = &rw.authority {
             action.host_rewrite_specifier = Some(
                 route_action::HostRewriteSpecifier::HostRewriteLiteral(authority.clone()),
@@ -487,7 +496,9 @@ fn add_header_ops(
     remove.extend(ops.remove.iter().cloned());
 }
 
-fn redirect_action(r: &graymesh_model::istio::HttpRedirect) -> RedirectAction {
+/// `port` is the port the route serves: Istio's `FROM_REQUEST_PORT`, since Envoy cannot take the
+/// port from the request.
+fn redirect_action(r: &HttpRedirect, port: u32) -> RedirectAction {
     let code = match r.redirect_code.unwrap_or(301) {
         302 => RedirectResponseCode::Found,
         303 => RedirectResponseCode::SeeOther,
@@ -497,7 +508,10 @@ fn redirect_action(r: &graymesh_model::istio::HttpRedirect) -> RedirectAction {
     };
     RedirectAction {
         host_redirect: r.authority.clone().unwrap_or_default(),
-        port_redirect: r.port.unwrap_or(0),
+        port_redirect: match r.derive_port {
+            Some(DerivePort::FromRequestPort) => port,
+            _ => r.port.unwrap_or(0),
+        },
         response_code: code as i32,
         scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
         path_rewrite_specifier: r.uri.clone().map(PathRewriteSpecifier::PathRedirect),

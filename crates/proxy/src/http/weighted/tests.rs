@@ -28,7 +28,7 @@ fn route(clusters: &[(&str, u64)]) -> Forward {
         clusters,
         timeout: None,
         retry: None,
-        prefix_rewrite: None,
+        path_rewrite: None,
         host_rewrite: None,
         mirrors: Vec::new(),
         hash: vec![HashKey::header("x-user-id")],
