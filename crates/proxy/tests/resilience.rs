@@ -404,6 +404,61 @@ async fn grpc_calls_are_mirrored() {
     proxy.stop().await;
 }
 
+/// Bodies too large to read ahead (over 64 KiB: streamed to the upstream) are mirrored too, in
+/// full, once the request has ended; over 1 MiB they are not (nothing is held for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_mirrored_in_full() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let vs = "  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 100}\n";
+    let pilot = Pilot::start(free_addr(), &mesh_yaml(&[&v1, &v2], "", vs)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let body = vec![b'x'; 300 * 1024];
+    let h1 = Http1Client::new()
+        .post(&proxy.url("/"), &[], body.clone())
+        .await
+        .unwrap();
+    let h2 = Http2Client::new()
+        .post(&proxy.url("/"), &[], body.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (h1.status.as_u16(), h2.status.as_u16()),
+        (200u16, 200u16),
+        "{} {}",
+        h1.text(),
+        h2.text()
+    );
+    let mirrored = v2.wait_for_requests(2, Duration::from_secs(10)).await;
+    let mirrored = mirrored.unwrap_or_else(|e| panic!("{e}: {:?}", v2.requests()));
+    assert_eq!((mirrored.http1, mirrored.http2), (1, 1), "{mirrored:?}");
+    // Counted once each body has been read in full.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while v2.requests().body_bytes < 2 * body.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        v2.requests().body_bytes,
+        2 * body.len() as u64,
+        "both copies whole"
+    );
+    assert_eq!(v1.requests().body_bytes, 2 * body.len() as u64);
+
+    let huge = vec![b'x'; 1200 * 1024];
+    let reply = Http1Client::new()
+        .post(&proxy.url("/"), &[], huge)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "the request itself goes on: {}",
+        reply.text()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(v2.requests().total, 2, "a body over 1 MiB is not mirrored");
+    proxy.stop().await;
+}
+
 /// A cookie hash policy with a TTL gives a first-time client its cookie (as Envoy generates
 /// one), and with it the client keeps the version it got: over HTTP/1.1 (that first request
 /// takes the general path) and HTTP/2.

@@ -263,6 +263,7 @@ async fn counters_count_by_protocol() {
         http1: 3,
         http2: 1,
         grpc: 0,
+        body_bytes: 0,
     };
     assert_eq!(app.requests(), expected);
 }

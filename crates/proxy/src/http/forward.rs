@@ -53,7 +53,8 @@ pub async fn forward(
         return Box::pin(super::upgrade::tunnel(core, spec, &state, parts, hash)).await;
     }
     let replay = f.retry.is_some() || !f.mirrors.is_empty();
-    let mut payload = match Payload::new(body, grpc, replay).await {
+    let mirrored = !f.mirrors.is_empty();
+    let mut payload = match Payload::new(body, grpc, replay, mirrored).await {
         Ok(p) => p,
         Err(BadBody::Invalid(e)) => {
             let message = format!("invalid request body: {e}");

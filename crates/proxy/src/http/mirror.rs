@@ -78,8 +78,9 @@ impl CopySource {
     }
 }
 
-/// Send a copy to each mirror cluster (its share of requests), never waiting for it. Bodies
-/// too large to hold (over 64 KiB, streamed) are not mirrored.
+/// Send a copy to each mirror cluster (its share of requests), never waiting for it. A body
+/// read ahead goes at once; a streamed one (gRPC, or over 64 KiB) once the request has ended,
+/// from the copy kept as it streamed: bodies over 1 MiB are not mirrored.
 pub(crate) fn mirror(
     core: &ProxyCore,
     table: &RouteTable,

@@ -3,15 +3,19 @@
 
 use super::body::{self, Body};
 use bytes::Bytes;
-use futures::StreamExt;
-use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Plain request bodies up to this size are read before forwarding (replayable, validated).
 const MAX_REPLAY_BODY: usize = 64 * 1024;
+/// Larger plain bodies on a route that mirrors are copied as they stream, up to this, for the
+/// mirrors (which send once the request has ended); past it they are not mirrored.
+const MAX_MIRROR_BODY: usize = 1024 * 1024;
 /// A client must send the first `MAX_REPLAY_BODY` bytes of its body (or all of it) within this.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -27,11 +31,14 @@ pub(crate) enum Payload {
         /// Set when the client's side of the streamed body failed.
         client_failed: Option<Arc<AtomicBool>>,
     },
-    /// A gRPC request: streamed (a streaming call may wait for answers before it ends its
-    /// request) while a copy is kept, so that once it has ended it can be sent again.
+    /// A gRPC request, or a large one on a route that mirrors: streamed (a streaming call may
+    /// wait for answers before it ends its request) while a copy is kept, so that once it has
+    /// ended it can be sent again.
     Recorded {
         body: Option<Body>,
         copy: Arc<std::sync::Mutex<body::Recording>>,
+        /// As for `Stream` (a plain body's client side is watched).
+        client_failed: Option<Arc<AtomicBool>>,
     },
 }
 
@@ -44,7 +51,13 @@ pub enum BadBody {
 }
 
 impl Payload {
-    pub(crate) async fn new(body: Body, grpc: bool, want_replay: bool) -> Result<Self, BadBody> {
+    /// `want_replay`: the route retries or mirrors; `mirrored`: it mirrors.
+    pub(crate) async fn new(
+        body: Body,
+        grpc: bool,
+        want_replay: bool,
+        mirrored: bool,
+    ) -> Result<Self, BadBody> {
         if grpc {
             if !want_replay {
                 return Ok(Payload::Stream {
@@ -56,6 +69,7 @@ impl Payload {
             return Ok(Payload::Recorded {
                 body: Some(body),
                 copy,
+                client_failed: None,
             });
         }
         if hyper::body::Body::is_end_stream(&body) {
@@ -63,15 +77,15 @@ impl Payload {
         }
         // A client that announced a body must send it: within a bound, so a slow one cannot
         // hold the request (and its upstream slot) open.
-        match tokio::time::timeout(BODY_READ_TIMEOUT, Self::read_ahead(body)).await {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Self::read_ahead(body, mirrored)).await {
             Ok(read) => read,
             Err(_) => Err(BadBody::Timeout),
         }
     }
 
     /// Reads up to `MAX_REPLAY_BODY` of a plain body: all of it (buffered), or the start of a
-    /// larger one followed by the rest, streamed and watched.
-    async fn read_ahead(mut body: Body) -> Result<Self, BadBody> {
+    /// larger one followed by the rest, streamed and watched (and, for mirrors, copied).
+    async fn read_ahead(mut body: Body, mirrored: bool) -> Result<Self, BadBody> {
         let mut frames: Vec<Frame<Bytes>> = Vec::new();
         let mut size = 0usize;
         while let Some(frame) = body.frame().await {
@@ -81,10 +95,19 @@ impl Payload {
             frames.push(frame);
             if size > MAX_REPLAY_BODY || trailers {
                 // Too large (or carrying trailers) to hold: send what was read, then the rest.
-                let read = futures::stream::iter(frames.into_iter().map(Ok::<_, body::BoxError>));
-                let rest = BodyStream::new(body);
-                let (body, failed) =
-                    body::watched(StreamBody::new(read.chain(rest)).boxed_unsync());
+                let read = ReadAhead {
+                    frames: frames.into(),
+                    rest: body,
+                };
+                let (body, failed) = body::watched(read.boxed_unsync());
+                if mirrored {
+                    let (body, copy) = body::recorded(body, MAX_MIRROR_BODY);
+                    return Ok(Payload::Recorded {
+                        body: Some(body),
+                        copy,
+                        client_failed: Some(failed),
+                    });
+                }
                 return Ok(Payload::Stream {
                     body: Some(body),
                     client_failed: Some(failed),
@@ -114,6 +137,10 @@ impl Payload {
             Payload::Stream {
                 client_failed: Some(f),
                 ..
+            }
+            | Payload::Recorded {
+                client_failed: Some(f),
+                ..
             } => f.load(Ordering::Relaxed),
             _ => false,
         }
@@ -125,9 +152,51 @@ impl Payload {
             Payload::Buffered(b) if b.is_empty() => body::empty(),
             Payload::Buffered(b) => body::full(b.clone()),
             Payload::Stream { body, .. } => body.take().unwrap_or_else(body::empty),
-            Payload::Recorded { body, copy } => body.take().unwrap_or_else(|| {
+            Payload::Recorded { body, copy, .. } => body.take().unwrap_or_else(|| {
                 body::Recording::complete(copy).map_or_else(body::empty, body::full)
             }),
         }
+    }
+}
+
+/// The frames read ahead, then the rest of the body. Its end is known as the rest's is (hyper
+/// stops polling a body with a Content-Length once it has sent that many bytes, so an end that
+/// only a final poll would show may never be seen).
+struct ReadAhead {
+    frames: VecDeque<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl hyper::body::Body for ReadAhead {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, body::BoxError>>> {
+        match self.frames.pop_front() {
+            Some(frame) => std::task::Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + read);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn respond(req: Request<Incoming>, state: &AppState) -> Respons
         Ok(collected) => collected.to_bytes().len(),
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading body: {e}"), state),
     };
+    state.count_body(body_len);
     if parts.uri.path() == "/healthz" {
         return healthz(state);
     }

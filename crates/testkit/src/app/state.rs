@@ -20,6 +20,8 @@ pub struct RequestCounts {
     pub http2: u64,
     /// gRPC requests (`content-type: application/grpc*`).
     pub grpc: u64,
+    /// Request body bytes read in full by plain HTTP requests (gRPC messages not included).
+    pub body_bytes: u64,
 }
 
 /// Which counter a request goes to, and which handler answers it.
@@ -62,6 +64,7 @@ pub(crate) struct AppState {
     http1: AtomicU64,
     http2: AtomicU64,
     grpc: AtomicU64,
+    body_bytes: AtomicU64,
     /// Woken after every counted request, for tests waiting on arrivals.
     arrived: Notify,
 }
@@ -77,6 +80,7 @@ impl AppState {
             http1: AtomicU64::new(0),
             http2: AtomicU64::new(0),
             grpc: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
             arrived: Notify::new(),
         };
         state.set_error_rate(error_rate);
@@ -93,6 +97,10 @@ impl AppState {
         };
         counter.fetch_add(1, SeqCst);
         self.arrived.notify_waiters();
+    }
+
+    pub(crate) fn count_body(&self, bytes: usize) {
+        self.body_bytes.fetch_add(bytes as u64, SeqCst);
     }
 
     /// Resolves once `total` requests have arrived.
@@ -116,6 +124,7 @@ impl AppState {
             http1: self.http1.load(SeqCst),
             http2: self.http2.load(SeqCst),
             grpc: self.grpc.load(SeqCst),
+            body_bytes: self.body_bytes.load(SeqCst),
         }
     }
 
