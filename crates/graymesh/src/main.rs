@@ -16,14 +16,6 @@ mod validate;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc (its v2 line, transparent huge pages off) rather than glibc's malloc: the HTTP/2
-/// codec allocates about 25 times per proxied request, several blocks above glibc's per-thread
-/// cache limit (1 KiB), which glibc served from its bins at ~1,000 instructions each. Callgrind:
-/// 59.4k -> 54.2k instructions per HTTP/2 request; HTTP/1.1 (no allocation per request) and idle
-/// RSS unchanged. With huge pages allowed, mimalloc's arenas cost 14 MB more idle RSS.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "graymesh",
