@@ -48,8 +48,8 @@ pub struct Listeners {
     own_source: Option<OwnSource>,
     running: Mutex<HashMap<String, Running>>,
     draining: watch::Sender<bool>,
-    open: Arc<AtomicUsize>,
-    closed: Arc<Notify>,
+    /// Downstream connections being served (a drain waits for them).
+    connections: Arc<OpenCount>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -68,8 +68,7 @@ impl Listeners {
             own_source,
             running: Mutex::default(),
             draining,
-            open: Arc::default(),
-            closed: Arc::default(),
+            connections: Arc::default(),
         })
     }
 
@@ -165,8 +164,7 @@ impl Listeners {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let core = self.core.clone();
         let mut draining = self.draining.subscribe();
-        let open = self.open.clone();
-        let closed = self.closed.clone();
+        let connections = self.connections.clone();
         async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -185,27 +183,65 @@ impl Listeners {
                     core: core.clone(),
                     ctx: ctx.clone(),
                     draining: draining.clone(),
-                    open: open.clone(),
-                    closed: closed.clone(),
+                    connections: connections.clone(),
                 };
                 tokio::spawn(conn.serve(stream, peer));
             }
         }
     }
 
-    /// Stop accepting everywhere and let open connections finish, waiting at most `limit`.
+    /// Stop accepting everywhere and let open connections finish, and the tunnels upgraded
+    /// connections became, waiting at most `limit`.
     pub async fn drain(&self, limit: Duration) -> bool {
         let _ = self.draining.send(true);
         let wait = async {
-            while self.open.load(Ordering::SeqCst) > 0 {
-                let notified = self.closed.notified();
-                if self.open.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
+            // A tunnel is counted before its connection ends, so none starts after this.
+            self.connections.until_none().await;
+            self.core.tunnels.until_none().await;
         };
         tokio::time::timeout(limit, wait).await.is_ok()
+    }
+}
+
+/// How many of something are open (connections, tunnels), and a wake-up as each closes.
+#[derive(Debug, Default)]
+pub struct OpenCount {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl OpenCount {
+    /// Counts one open until the returned guard is dropped.
+    pub fn open(self: &Arc<Self>) -> OpenGuard {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once none is open.
+    pub async fn until_none(&self) {
+        loop {
+            let notified = self.closed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close in between is not missed.
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct OpenGuard(Arc<OpenCount>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.closed.notify_waiters();
     }
 }
 
@@ -213,20 +249,17 @@ struct Connection {
     core: Arc<ProxyCore>,
     ctx: Arc<ArcSwap<ListenerCtx>>,
     draining: watch::Receiver<bool>,
-    open: Arc<AtomicUsize>,
-    closed: Arc<Notify>,
+    connections: Arc<OpenCount>,
 }
 
 impl Connection {
     async fn serve(mut self, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        self.open.fetch_add(1, Ordering::SeqCst);
+        let _open = self.connections.open();
         self.core.metrics.connections.inc();
         if let Some(route) = self.ctx.load().tcp.clone() {
             crate::tcp::serve(self.core.clone(), route, stream).await;
             self.core.metrics.connections.dec();
-            self.open.fetch_sub(1, Ordering::SeqCst);
-            self.closed.notify_waiters();
             return;
         }
         let served =
@@ -242,8 +275,6 @@ impl Connection {
             }
         }
         self.core.metrics.connections.dec();
-        self.open.fetch_sub(1, Ordering::SeqCst);
-        self.closed.notify_waiters();
     }
 
     /// The general path (hyper): the HTTP/1 requests the fast path hands over.

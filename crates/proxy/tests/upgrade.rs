@@ -93,5 +93,52 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
         .unwrap();
         assert_eq!(buf, message.to_ascii_uppercase().as_bytes());
     }
+    drop(client); // else the drain waits for the tunnel (see below)
     proxy.stop().await;
+}
+
+/// A drain waits for open tunnels (within its bound): the proxy stops once the tunnel closes,
+/// not before and not only when the bound runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_open_tunnels() {
+    let echo = upgrade_echo_server().await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
+        echo.port()
+    );
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.upstream)
+        .await
+        .unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(client);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line:?}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+    }
+    let client = reader.into_inner();
+    // The harness's drain bound is 2 s.
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(proxy.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the drain waits for the open tunnel"
+    );
+    drop(client);
+    stopping.await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "the drain ended with the tunnel, not at its 2 s bound: {took:?}"
+    );
 }

@@ -82,6 +82,8 @@ pub struct ProxyCore {
     pub metrics: Arc<ProxyMetrics>,
     /// hyper's HTTP/1 clients, by cluster connect timeout (the HTTP/1 fast path has its own).
     pub(crate) h1: H1Clients,
+    /// Tunnels upgraded connections became: a drain waits for them too.
+    pub(crate) tunnels: Arc<crate::listeners::OpenCount>,
     /// A downstream connection with no request in progress for this long is closed (HTTP/1
     /// keep-alive between requests; HTTP/2 with no open stream, after a GOAWAY).
     pub idle_timeout: Duration,
@@ -95,6 +97,7 @@ impl ProxyCore {
             upstreams: Arc::default(),
             metrics: Arc::new(metrics),
             h1,
+            tunnels: Arc::default(),
             idle_timeout,
         })
     }

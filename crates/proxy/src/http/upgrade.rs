@@ -1,7 +1,7 @@
 //! Connection upgrades (WebSocket and any other `Upgrade:` protocol) pass through: the request is
 //! sent upstream with its `Upgrade` header, and if the upstream switches protocols (101) the two
 //! connections are joined byte for byte until either side closes. No retries or route timeout
-//! apply to the tunnel (it is expected to live long).
+//! apply to the tunnel (it is expected to live long); a drain waits for it, within its bound.
 
 use super::body::{self, local_reply, Body};
 use super::ProxyCore;
@@ -76,7 +76,9 @@ pub async fn tunnel(
         return response.map(body::incoming);
     }
     let upstream = hyper::upgrade::on(&mut response);
+    let open = core.tunnels.open();
     tokio::spawn(async move {
+        let _open = open;
         let (Some(downstream), Ok(upstream)) = (downstream, upstream.await) else {
             return;
         };
