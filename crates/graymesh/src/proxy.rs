@@ -56,7 +56,7 @@ pub struct ProxyArgs {
     /// HTTP path of the app's health check (default: a TCP connect).
     #[arg(long)]
     pub health_path: Option<String>,
-    /// How long SIGTERM waits for in-flight requests, in seconds.
+    /// How long SIGTERM waits for in-flight requests and upgrade tunnels, in seconds.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
     /// Close a downstream connection idle this long, in seconds (no request in progress).
