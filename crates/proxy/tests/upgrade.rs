@@ -53,15 +53,16 @@ async fn upgrade_echo_server() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgraded_connections_are_tunnelled_both_ways() {
-    let echo = upgrade_echo_server().await;
-    let yaml = format!(
+/// The mesh config: `reviews` on the upgrade echo server.
+fn echo_yaml(echo: std::net::SocketAddr) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
         echo.port()
-    );
-    let pilot = Pilot::start(free_addr(), &yaml).await;
-    let proxy = Proxy::start(vec![pilot.addr]).await;
+    )
+}
+
+/// Asks the proxy to upgrade a connection; returns it once the 101's head has been read.
+async fn open_tunnel(proxy: &Proxy) -> tokio::net::TcpStream {
     let mut client = tokio::net::TcpStream::connect(proxy.upstream)
         .await
         .unwrap();
@@ -72,15 +73,22 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
         .await
         .unwrap();
     let mut reader = BufReader::new(client);
-    let mut status = String::new();
-    reader.read_line(&mut status).await.unwrap();
-    assert!(status.starts_with("HTTP/1.1 101"), "{status:?}");
     let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line:?}");
     while line != "\r\n" {
         line.clear();
         reader.read_line(&mut line).await.unwrap();
     }
-    let mut client = reader.into_inner();
+    reader.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_are_tunnelled_both_ways() {
+    let echo = upgrade_echo_server().await;
+    let pilot = Pilot::start(free_addr(), &echo_yaml(echo)).await;
+    let proxy = Proxy::start(vec![pilot.addr]).await;
+    let mut client = open_tunnel(&proxy).await;
     for message in ["hello", "second frame"] {
         client.write_all(message.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; message.len()];
@@ -102,30 +110,9 @@ async fn upgraded_connections_are_tunnelled_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_waits_for_open_tunnels() {
     let echo = upgrade_echo_server().await;
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n",
-        echo.port()
-    );
-    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let pilot = Pilot::start(free_addr(), &echo_yaml(echo)).await;
     let proxy = Proxy::start(vec![pilot.addr]).await;
-    let mut client = tokio::net::TcpStream::connect(proxy.upstream)
-        .await
-        .unwrap();
-    client
-        .write_all(
-            b"GET /chat HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut reader = BufReader::new(client);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.unwrap();
-    assert!(line.starts_with("HTTP/1.1 101"), "{line:?}");
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).await.unwrap();
-    }
-    let client = reader.into_inner();
+    let client = open_tunnel(&proxy).await;
     // The harness's drain bound is 2 s.
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(proxy.stop());
