@@ -18,6 +18,13 @@ pub struct GatewayArgs {
     pub node_id: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// The gateway's own service, e.g. istio-ingressgateway: the source service of the requests
+    /// it sends, in /metrics and in `x-graymesh-source` (none by default).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The version of that service (the source version label).
+    #[arg(long)]
+    pub service_version: Option<String>,
     /// The gateway's labels, KEY=VALUE, matched against Gateway selectors. Repeatable; giving
     /// any replaces the default.
     #[arg(long = "label", default_value = "istio=ingressgateway")]
@@ -46,8 +53,8 @@ fn options(args: GatewayArgs) -> Result<ProxyOptions, String> {
         pilots: args.pilot,
         node_id: args.node_id,
         namespace: args.namespace,
-        service: None,
-        service_version: None,
+        service: args.service,
+        service_version: args.service_version,
         app: None,
         service_port: None,
         // Unused without an app; the outbound port is served only if pilot is told of upstreams.
@@ -97,6 +104,11 @@ mod tests {
         assert_eq!(opts.labels, [("istio".into(), "ingressgateway".into())]);
         assert_eq!(opts.pilots, ["127.0.0.1:15010"]);
         assert!(opts.registry_url.is_none() && opts.app.is_none() && opts.upstreams.is_empty());
+        assert!(opts.service.is_none() && opts.service_version.is_none());
+        let named = parse(&["--node-id=g", "--service=ingress", "--service-version=v3"]);
+        assert_eq!(named.service.as_deref(), Some("ingress"));
+        assert_eq!(named.service_version.as_deref(), Some("v3"));
+        assert!(named.registry_url.is_none(), "a gateway registers nothing");
     }
 
     #[test]

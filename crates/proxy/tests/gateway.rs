@@ -126,3 +126,39 @@ async fn gateway_serves_only_the_hosts_its_server_admits() {
     }
     gateway.stop().await;
 }
+
+/// A gateway given a service identity says so to the services it calls (`x-graymesh-source`, which
+/// their sidecars read for the source labels) and labels its own requests with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_a_service_is_the_source_of_its_requests() {
+    let (v1, v2) = (app("v1").await, app("v2").await);
+    let server = free_addr();
+    let yaml = mesh_yaml(&[&v1, &v2], "", MESH_ALL_V1) + &gateway_yaml(server.port());
+    let pilot = Pilot::start(free_addr(), &yaml).await;
+    let opts = graymesh_proxy::run::ProxyOptions {
+        node_id: format!("test-gateway-{}", server.port()),
+        labels: vec![("istio".into(), "ingressgateway".into())],
+        gateway: true,
+        gateway_addr: server.ip(),
+        service: Some("ingress".into()),
+        service_version: Some("v7".into()),
+        ..mesh::options(&[pilot.addr])
+    };
+    let gateway = Proxy::spawn(opts, server).await;
+    let reply = Http1Client::via(server)
+        .get(
+            &format!("http://{PUBLIC_HOST}/api/reviews"),
+            &[("x-canary", "true")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let echo = reply.json().unwrap();
+    assert_eq!(echo["headers"]["x-graymesh-source"], "ingress;v7", "{echo}");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("source_service=\"ingress\",source_version=\"v7\""),
+        "{metrics}"
+    );
+    gateway.stop().await;
+}
