@@ -132,16 +132,11 @@ pub fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The path as the route rewrites it, written in place, with the query string as received. A
-/// rewrite that leaves the path relative (or empty) gets a `/`: a request target must have one.
+/// The path as the route rewrites it, written in place, with the query string as received.
 fn rewritten_path(out: &mut Vec<u8>, req: &View<'_>, matched: &PathMatch, rewrite: &PathRewrite) {
-    let start = out.len();
     rewrite.write(matched, req.path(), &mut |piece| {
         out.extend_from_slice(piece.as_bytes())
     });
-    if out.get(start) != Some(&b'/') {
-        out.insert(start, b'/');
-    }
     if let Some(q) = req.query() {
         out.push(b'?');
         out.extend_from_slice(q.as_bytes());

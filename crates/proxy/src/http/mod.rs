@@ -243,9 +243,6 @@ fn redirect(r: &crate::table::Redirect, route: &Route, parts: &Parts) -> Respons
 fn rewrite(route: &Route, f: &crate::table::Forward, parts: &mut Parts) {
     if let Some(rewrite) = &f.path_rewrite {
         let mut joined = rewrite.rewrite(&route.path, parts.uri.path());
-        if !joined.starts_with('/') {
-            joined.insert(0, '/');
-        }
         if let Some(query) = parts.uri.query() {
             joined.push('?');
             joined.push_str(query);

@@ -35,14 +35,29 @@ impl PathRewrite {
     }
 
     /// Hands `path` (without its query string) as rewritten to `out`, in pieces; `matched` is
-    /// how the route matched it.
+    /// how the route matched it. A rewrite that leaves the path relative (or empty) gets a
+    /// leading `/`: a request target, and a redirect's path, must have one.
     pub fn write(&self, matched: &PathMatch, path: &str, out: &mut dyn FnMut(&str)) {
+        let mut started = false;
+        let mut absolute = |piece: &str| {
+            if piece.is_empty() {
+                return;
+            }
+            if !started && !piece.starts_with('/') {
+                out("/");
+            }
+            started = true;
+            out(piece);
+        };
         match self {
             PathRewrite::Prefix(prefix) => {
-                out(prefix);
-                out(unmatched_rest(matched, path));
+                absolute(prefix);
+                absolute(unmatched_rest(matched, path));
             }
-            PathRewrite::Regex(regex) => regex.write(path, out),
+            PathRewrite::Regex(regex) => regex.write(path, &mut absolute),
+        }
+        if !started {
+            out("/");
         }
     }
 
@@ -95,6 +110,21 @@ mod tests {
         let any = PathMatch::Prefix("/".into());
         assert_eq!(rewrite.rewrite(&any, "/a/12/b/3"), "/a/n12/b/n3");
         assert_eq!(rewrite.rewrite(&any, "/none"), "/none");
+    }
+
+    #[test]
+    fn a_rewritten_path_is_always_absolute() {
+        let strip = PathRewrite::of_route("", Some(&regex("^/api/?", "")))
+            .unwrap()
+            .unwrap();
+        let any = PathMatch::Prefix("/".into());
+        assert_eq!(strip.rewrite(&any, "/api/users"), "/users");
+        assert_eq!(strip.rewrite(&any, "/api"), "/");
+        let emptied = PathRewrite::of_route("users", None).unwrap().unwrap();
+        assert_eq!(
+            emptied.rewrite(&PathMatch::Exact("/api".into()), "/api"),
+            "/users"
+        );
     }
 
     #[test]
