@@ -163,7 +163,7 @@ pub fn compile(
         connect_timeout: c
             .connect_timeout
             .as_ref()
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            .map(super::route::duration)
             .unwrap_or(Duration::from_secs(5)),
         thresholds: thresholds(c),
         outlier: c.outlier_detection.as_ref().map(|o| OutlierSpec {
@@ -184,17 +184,17 @@ pub fn compile(
             interval: o
                 .interval
                 .as_ref()
-                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                .map(super::route::duration)
                 .unwrap_or(Duration::from_secs(10)),
             base_ejection_time: o
                 .base_ejection_time
                 .as_ref()
-                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                .map(super::route::duration)
                 .unwrap_or(Duration::from_secs(30)),
             max_ejection_time: o
                 .max_ejection_time
                 .as_ref()
-                .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+                .map(super::route::duration)
                 .unwrap_or(Duration::from_secs(300)),
             max_ejection_percent: o
                 .max_ejection_percent

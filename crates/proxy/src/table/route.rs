@@ -300,7 +300,7 @@ fn route(r: &rt::Route) -> Result<Route, String> {
     })
 }
 
-fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+pub(super) fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
     Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
