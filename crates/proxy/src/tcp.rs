@@ -7,9 +7,8 @@ use crate::http::ProxyCore;
 use crate::metrics::RequestLabels;
 use crate::table::TcpRoute;
 use crate::upstream::outlier::{now_ms, Outcome};
-use crate::upstream::{balance, ClusterCounters, InFlight};
+use crate::upstream::{balance, Counted, InFlight};
 use rand::Rng;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const CONNECT_ATTEMPTS: usize = 3;
@@ -28,7 +27,8 @@ pub async fn serve(
         core.metrics.tcp_connection(&labels, "no_cluster");
         return;
     };
-    let Some(_admitted) = Admission::new(&state.counters, spec.thresholds.max_connections) else {
+    let max = spec.thresholds.max_connections as usize;
+    let Some(_admitted) = Counted::within(&state.counters, |c| &c.tcp_connections, max) else {
         core.metrics.tcp_connection(&labels, "overflow");
         return;
     };
@@ -63,23 +63,6 @@ pub async fn serve(
         return;
     }
     core.metrics.tcp_connection(&labels, "connect_failure");
-}
-
-/// A connection counted against its cluster's `max_connections` while it lives.
-struct Admission(Arc<ClusterCounters>);
-
-impl Admission {
-    fn new(counters: &Arc<ClusterCounters>, max_connections: u32) -> Option<Self> {
-        let previous = counters.tcp_connections.fetch_add(1, Ordering::AcqRel);
-        let admitted = Self(counters.clone());
-        (previous < max_connections as usize).then_some(admitted)
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.0.tcp_connections.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 fn pick_cluster(route: &TcpRoute) -> &str {

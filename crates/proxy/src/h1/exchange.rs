@@ -5,12 +5,12 @@
 use super::encode::LocalReply;
 use super::head::{self, ResponseHead};
 use super::{pool, Held, MAX_RESPONSE_HEAD};
-use crate::http::forward::{self, Admission, Failure};
+use crate::http::forward::{self, Failure};
 use crate::http::ProxyCore;
 use crate::metrics::upstream::ConnectionMetrics;
 use crate::table::{ClusterSpec, RetrySpec};
 use crate::upstream::outlier::now_ms;
-use crate::upstream::{balance, ClusterState, InFlight, Retrying};
+use crate::upstream::{balance, ClusterState, Counted, InFlight};
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,14 +40,14 @@ pub(super) async fn attempts(
     request: &[u8],
     mut up: Upstream<'_>,
 ) -> Result<(pool::Connection, SocketAddr, Held), LocalReply> {
-    let Some(admitted) = Admission::new(t.spec, t.state, false) else {
+    let Some(admitted) = forward::admit(t.spec, t.state, false) else {
         let mut reply = LocalReply::new(503, "upstream overflow: circuit breaker open", "UO");
         reply.extra = Some(("x-graymesh-overflow", t.spec.name.as_bytes().to_vec()));
         return Err(reply);
     };
     let mut tried = 0u32;
     let mut previous: Vec<SocketAddr> = Vec::new();
-    let mut retrying: Option<Retrying> = None;
+    let mut retrying: Option<Counted> = None;
     loop {
         let Some(addr) = balance::pick(t.spec, t.state, t.hash, now_ms(), &previous) else {
             return Err(LocalReply::new(503, "no healthy upstream", "UH"));
@@ -77,7 +77,7 @@ pub(super) async fn attempts(
             tried += 1;
             previous.push(addr);
             core.metrics.retries.inc();
-            retrying.get_or_insert_with(|| Retrying::new(&t.state.counters));
+            retrying.get_or_insert_with(|| Counted::retrying(&t.state.counters));
             if let Some(r) = t.retry {
                 forward::backoff(r, tried).await;
             }

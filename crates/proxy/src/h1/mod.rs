@@ -23,7 +23,6 @@ mod tests;
 
 pub use prefixed::Prefixed;
 
-use crate::http::forward::Admission;
 use crate::http::select::{self, RequestView};
 use crate::http::weighted;
 use crate::http::{Direction, ListenerCtx, ProxyCore};
@@ -31,7 +30,7 @@ use crate::listeners::MAX_HEADER_BYTES;
 use crate::metrics::source::SOURCE_HEADER;
 use crate::metrics::{AccessEntry, RequestLabels};
 use crate::table::{Action, Forward, Route, RouteTable, UpstreamProtocol};
-use crate::upstream::{InFlight, Retrying};
+use crate::upstream::{Counted, InFlight};
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
 use encode::{Edits, LocalReply};
@@ -269,9 +268,9 @@ enum Reply<'t> {
 
 /// What a request holds while its response is relayed.
 struct Held {
-    _admitted: Admission,
+    _admitted: Counted,
     _in_flight: InFlight,
-    _retrying: Option<Retrying>,
+    _retrying: Option<Counted>,
 }
 
 async fn handle(

@@ -9,7 +9,7 @@ use super::ProxyCore;
 use crate::metrics::{ProxyMetrics, RequestLabels};
 use crate::table::{ClusterSpec, Forward, RetrySpec, RouteTable, UpstreamProtocol};
 use crate::upstream::outlier::{now_ms, room_to_eject, Outcome};
-use crate::upstream::{balance, ClusterState, EndpointState, InFlight, Retrying};
+use crate::upstream::{balance, ClusterState, Counted, EndpointState, InFlight};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -52,8 +52,8 @@ pub async fn forward(
     if super::upgrade::is_upgrade(&parts) {
         return Box::pin(super::upgrade::tunnel(core, spec, &state, parts, hash)).await;
     }
-    let replay = f.retry.is_some() || !f.mirrors.is_empty();
     let mirrored = !f.mirrors.is_empty();
+    let replay = f.retry.is_some() || mirrored;
     let mut payload = match Payload::new(body, grpc, replay, mirrored).await {
         Ok(p) => p,
         Err(BadBody::Invalid(e)) => {
@@ -145,7 +145,7 @@ async fn attempts(
     grpc: bool,
 ) -> Response<Body> {
     let h2 = speaks_h2(spec, parts);
-    let Some(_admitted) = Admission::new(spec, state, h2) else {
+    let Some(_admitted) = admit(spec, state, h2) else {
         let mut reply = local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream overflow: circuit breaker open",
@@ -160,7 +160,7 @@ async fn attempts(
     };
     let mut tried = 0u32;
     let mut previous: Vec<SocketAddr> = Vec::new();
-    let mut retrying: Option<Retrying> = None;
+    let mut retrying: Option<Counted> = None;
     loop {
         let Some(addr) = balance::pick(spec, state, hash, now_ms(), &previous) else {
             return local_reply(
@@ -195,7 +195,7 @@ async fn attempts(
             tried += 1;
             previous.push(addr);
             core.metrics.retries.inc();
-            retrying.get_or_insert_with(|| Retrying::new(&state.counters));
+            retrying.get_or_insert_with(|| Counted::retrying(&state.counters));
             if let Some(r) = retry {
                 Box::pin(backoff(r, tried)).await;
             }
@@ -470,35 +470,15 @@ pub(crate) async fn backoff(retry: &RetrySpec, n: u32) {
     tokio::time::sleep(retry.back_off(n)).await;
 }
 
-/// A request counted against the cluster's circuit breaker while it lives. HTTP/1 requests are
-/// limited by connections plus pending requests, HTTP/2 requests by concurrent requests.
-pub(crate) struct Admission {
-    counters: Arc<crate::upstream::ClusterCounters>,
-}
-
-impl Admission {
-    pub(crate) fn new(spec: &ClusterSpec, state: &ClusterState, h2: bool) -> Option<Self> {
-        let t = &spec.thresholds;
-        let limit = if h2 {
-            t.max_requests as usize
-        } else {
-            t.max_connections as usize + t.max_pending_requests as usize
-        };
-        let previous = state
-            .counters
-            .requests_in_flight
-            .fetch_add(1, Ordering::AcqRel);
-        let admitted = Self {
-            counters: state.counters.clone(),
-        };
-        (previous < limit).then_some(admitted)
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.counters
-            .requests_in_flight
-            .fetch_sub(1, Ordering::AcqRel);
-    }
+/// A request counted against the cluster's circuit breaker while it lives, if the breaker
+/// admits it. HTTP/1 requests are limited by connections plus pending requests, HTTP/2
+/// requests by concurrent requests.
+pub(crate) fn admit(spec: &ClusterSpec, state: &ClusterState, h2: bool) -> Option<Counted> {
+    let t = &spec.thresholds;
+    let limit = if h2 {
+        t.max_requests as usize
+    } else {
+        t.max_connections as usize + t.max_pending_requests as usize
+    };
+    Counted::within(&state.counters, |c| &c.requests_in_flight, limit)
 }

@@ -64,6 +64,7 @@ fn shadow_hosts_keep_their_port() {
 
 /// What a mirror sends as the body: the bytes read ahead, or, for a gRPC call (streamed while
 /// a copy is kept), that copy once the call's request has ended.
+#[derive(Clone)]
 enum CopySource {
     Now(bytes::Bytes),
     WhenEnded(std::sync::Arc<std::sync::Mutex<body::Recording>>),
@@ -88,14 +89,11 @@ pub(crate) fn mirror(
     parts: &Parts,
     payload: &Payload,
 ) {
-    let source = |payload: &Payload| match payload {
-        Payload::Buffered(bytes) => Some(CopySource::Now(bytes.clone())),
-        Payload::Recorded { copy, .. } => Some(CopySource::WhenEnded(copy.clone())),
-        Payload::Stream { .. } => None,
+    let source = match payload {
+        Payload::Buffered(bytes) => CopySource::Now(bytes.clone()),
+        Payload::Recorded { copy, .. } => CopySource::WhenEnded(copy.clone()),
+        Payload::Stream { .. } => return,
     };
-    if source(payload).is_none() {
-        return;
-    }
     for m in &f.mirrors {
         if rand::rng().random_range(0..1_000_000) >= m.ppm {
             continue;
@@ -109,7 +107,7 @@ pub(crate) fn mirror(
         let Some(addr) = balance::pick(spec, &state, None, now_ms(), &[]) else {
             continue;
         };
-        let Some(copy) = source(payload) else { return };
+        let copy = source.clone();
         let h2 = speaks_h2(spec, parts);
         let mut request = upstream_request(parts, body::empty(), addr, h2);
         mark_shadow(&mut request, h2);

@@ -69,21 +69,44 @@ impl Drop for InFlight {
     }
 }
 
-/// A request being retried, counted in its cluster's `retries_in_flight` (Envoy's `max_retries`
-/// circuit breaker) from its first retry until it ends, however it ends.
-#[derive(Debug)]
-pub struct Retrying(Arc<ClusterCounters>);
+/// One of a cluster's counters, by which it is.
+pub type Counter = fn(&ClusterCounters) -> &AtomicUsize;
 
-impl Retrying {
-    pub fn new(counters: &Arc<ClusterCounters>) -> Self {
-        counters.retries_in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(counters.clone())
+/// One counted in a cluster counter while this lives, however what it counts ends: a request
+/// against the circuit breaker (`requests_in_flight`), a request being retried from its first
+/// retry (`retries_in_flight`, Envoy's `max_retries` breaker), a TCP connection
+/// (`tcp_connections`).
+#[derive(Debug)]
+pub struct Counted {
+    counters: Arc<ClusterCounters>,
+    counter: Counter,
+}
+
+impl Counted {
+    /// Counted if fewer than `limit` were before it (a circuit breaker's check); otherwise the
+    /// count goes back down at once.
+    pub fn within(counters: &Arc<ClusterCounters>, counter: Counter, limit: usize) -> Option<Self> {
+        let previous = counter(counters).fetch_add(1, Ordering::AcqRel);
+        let counted = Self {
+            counters: counters.clone(),
+            counter,
+        };
+        (previous < limit).then_some(counted)
+    }
+
+    /// A request being retried (counted whatever the limit: the retry budget reads the count).
+    pub fn retrying(counters: &Arc<ClusterCounters>) -> Self {
+        counters.retries_in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            counters: counters.clone(),
+            counter: |c| &c.retries_in_flight,
+        }
     }
 }
 
-impl Drop for Retrying {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+        (self.counter)(&self.counters).fetch_sub(1, Ordering::AcqRel);
     }
 }
 

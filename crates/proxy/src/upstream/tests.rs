@@ -208,7 +208,7 @@ fn guards_count_a_request_until_it_ends_however_it_ends() {
     {
         let _one = InFlight::new(endpoint.clone());
         let _two = InFlight::new(endpoint.clone());
-        let _retrying = Retrying::new(&state.counters);
+        let _retrying = Counted::retrying(&state.counters);
         assert_eq!(endpoint.in_flight.load(Ordering::Relaxed), 2);
         assert_eq!(state.counters.retries_in_flight.load(Ordering::Relaxed), 1);
     } // dropped as a cancelled request's future would drop them
