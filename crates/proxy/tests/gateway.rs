@@ -136,13 +136,9 @@ async fn a_gateway_with_a_service_is_the_source_of_its_requests() {
     let yaml = mesh_yaml(&[&v1, &v2], "", MESH_ALL_V1) + &gateway_yaml(server.port());
     let pilot = Pilot::start(free_addr(), &yaml).await;
     let opts = graymesh_proxy::run::ProxyOptions {
-        node_id: format!("test-gateway-{}", server.port()),
-        labels: vec![("istio".into(), "ingressgateway".into())],
-        gateway: true,
-        gateway_addr: server.ip(),
         service: Some("ingress".into()),
         service_version: Some("v7".into()),
-        ..mesh::options(&[pilot.addr])
+        ..mesh::gateway_options(&[pilot.addr], server)
     };
     let gateway = Proxy::spawn(opts, server).await;
     let reply = Http1Client::via(server)

@@ -144,14 +144,7 @@ impl Proxy {
     /// A gateway labelled `istio=ingressgateway` with no upstreams; ready once `server` (the
     /// address of a Gateway server in the config pilot serves) accepts connections.
     pub async fn start_gateway(pilots: Vec<SocketAddr>, server: SocketAddr) -> Self {
-        let opts = ProxyOptions {
-            node_id: format!("test-gateway-{}", server.port()),
-            labels: vec![("istio".into(), "ingressgateway".into())],
-            gateway: true,
-            gateway_addr: server.ip(),
-            ..options(&pilots)
-        };
-        Self::spawn(opts, server).await
+        Self::spawn(gateway_options(&pilots, server), server).await
     }
 
     /// A sidecar of `service` `version` with an outbound port for `target` (`host:port`) and,
@@ -252,6 +245,17 @@ impl Proxy {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+/// An ingress gateway's options (labelled `istio=ingressgateway`) for a Gateway server at `server`.
+pub fn gateway_options(pilots: &[SocketAddr], server: SocketAddr) -> ProxyOptions {
+    ProxyOptions {
+        node_id: format!("test-gateway-{}", server.port()),
+        labels: vec![("istio".into(), "ingressgateway".into())],
+        gateway: true,
+        gateway_addr: server.ip(),
+        ..options(pilots)
     }
 }
 
