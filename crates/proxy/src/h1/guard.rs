@@ -2,11 +2,11 @@
 //! with both Content-Length and Transfer-Encoding as chunked and drops the Content-Length, so its
 //! service never sees the conflict; the fast path refuses such a request with 400. `Guarded`
 //! sits between the connection and hyper and follows the requests' framing as the bytes go by
-//! (heads parsed by [`head::parse_request`], bodies counted or chunk-scanned, nothing copied for
-//! a body): a head is passed to hyper only once it is whole and valid. A head the fast path
-//! would refuse is never passed on: the read side stops there, `refused` fires (the server
-//! shuts the connection down gracefully, so responses to earlier requests still go out), and the
-//! refusal is written just before the connection is shut down.
+//! (heads parsed by [`head::parse_request`], bodies counted or chunk-scanned as they pass): a
+//! head is passed to hyper only once it is whole and valid. A head the fast path would refuse
+//! is never passed on: the read side stops there, `refused` fires (the server shuts the
+//! connection down gracefully, so responses to earlier requests still go out), and the refusal
+//! is written just before the connection is shut down.
 //!
 //! After a request to upgrade the connection, what follows is a tunnel's bytes, not HTTP: they
 //! pass unread, as they do after a body whose chunking does not scan (hyper answers that one).
@@ -74,8 +74,7 @@ impl<S> Guarded<S> {
             Framed::Head => match head::parse_request(&self.unread, &mut self.head) {
                 Ok(true) => {
                     let connect = self.unread.get(self.head.method.clone()) == Some(b"CONNECT");
-                    self.ready
-                        .extend_from_slice(&self.unread.split_to(self.head.len));
+                    pass(&mut self.unread, &mut self.ready, self.head.len);
                     self.state = if self.head.upgrade || connect {
                         Framed::Through
                     } else {
@@ -101,7 +100,7 @@ impl<S> Guarded<S> {
                 let n = usize::try_from(*left)
                     .unwrap_or(usize::MAX)
                     .min(self.unread.len());
-                self.ready.extend_from_slice(&self.unread.split_to(n));
+                pass(&mut self.unread, &mut self.ready, n);
                 *left -= n as u64;
                 if *left == 0 {
                     self.state = Framed::Head;
@@ -111,19 +110,19 @@ impl<S> Guarded<S> {
             Framed::Chunked(scanner) => {
                 match scanner.feed(&self.unread) {
                     Ok(Some(end)) => {
-                        self.ready.extend_from_slice(&self.unread.split_to(end));
+                        pass(&mut self.unread, &mut self.ready, end);
                         self.state = Framed::Head;
                     }
-                    Ok(None) => self.ready.extend_from_slice(&self.unread.split()),
+                    Ok(None) => pass_all(&mut self.unread, &mut self.ready),
                     Err(_) => {
-                        self.ready.extend_from_slice(&self.unread.split());
+                        pass_all(&mut self.unread, &mut self.ready);
                         self.state = Framed::Through;
                     }
                 }
                 true
             }
             Framed::Through => {
-                self.ready.extend_from_slice(&self.unread.split());
+                pass_all(&mut self.unread, &mut self.ready);
                 true
             }
             Framed::Refused(_) => false,
@@ -137,6 +136,16 @@ impl<S> Guarded<S> {
         self.unread.clear();
         self.refused.notify_one();
     }
+}
+
+/// Moves the first `n` bytes of `from` to the end of `to`: without a copy when `to` is empty
+/// (it always is here: hyper has read what was ready before more is looked at).
+fn pass(from: &mut BytesMut, to: &mut BytesMut, n: usize) {
+    to.unsplit(from.split_to(n));
+}
+
+fn pass_all(from: &mut BytesMut, to: &mut BytesMut) {
+    to.unsplit(from.split());
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
